@@ -1,0 +1,105 @@
+"""Where a ``ray`` connection points: the embedded head, an existing cluster, or Ray Client."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+from airflow_ray.exceptions import RayConfigurationError
+
+GCS_DEFAULT_PORT = 6379
+CLIENT_DEFAULT_PORT = 10001
+CLIENT_SCHEME = "ray://"
+
+
+class AddressKind(enum.Enum):
+    """How the hook reaches the cluster."""
+
+    EMBEDDED = "embedded"
+    """A persistent Ray head on this machine that airflow_ray starts and reuses."""
+    AUTO = "auto"
+    """Ray's own discovery of a cluster started on this machine with ``ray start``."""
+    GCS = "gcs"
+    """A running cluster reached directly at its GCS ``host:port``."""
+    CLIENT = "client"
+    """A remote cluster reached over Ray Client (``ray://host:port``)."""
+
+
+@dataclass(frozen=True)
+class ClusterAddress:
+    """A parsed cluster address.
+
+    >>> ClusterAddress.parse("ray://head.example:10001")
+    ClusterAddress(kind=<AddressKind.CLIENT: 'client'>, host='head.example', port=10001)
+    """
+
+    kind: AddressKind
+    host: str | None = None
+    port: int | None = None
+
+    @classmethod
+    def parse(cls, address: str | None, port: int | None = None) -> ClusterAddress:
+        """Parse the connection's address field and optional port field.
+
+        Accepted: empty or ``local`` (embedded head), ``auto``, ``host``, ``host:port``,
+        ``ray://host`` and ``ray://host:port``. A port inside the address wins over ``port``.
+        """
+        text = (address or "").strip()
+        if text.lower() in ("", "local", "embedded"):
+            return cls(AddressKind.EMBEDDED)
+        if text.lower() == "auto":
+            return cls(AddressKind.AUTO)
+        kind = AddressKind.GCS
+        if text.lower().startswith(CLIENT_SCHEME):
+            kind = AddressKind.CLIENT
+            text = text[len(CLIENT_SCHEME) :]
+        elif "://" in text:
+            raise RayConfigurationError(
+                f"Ray address {address!r} has an unknown scheme; use 'host:6379' for a cluster's "
+                f"GCS address, 'ray://host:10001' for Ray Client, 'auto', or leave it empty for "
+                f"the embedded local cluster."
+            )
+        host, _, port_text = text.rstrip("/").rpartition(":") if ":" in text else (text, "", "")
+        if port_text:
+            port = _parse_port(port_text, address)
+        elif port is not None:
+            port = _parse_port(str(port), address)
+        else:
+            port = CLIENT_DEFAULT_PORT if kind is AddressKind.CLIENT else GCS_DEFAULT_PORT
+        host = host.strip("[]")
+        if not host or "/" in host or " " in host:
+            raise RayConfigurationError(
+                f"Ray address {address!r} has no valid host; expected 'host:port' or 'ray://host:port'."
+            )
+        return cls(kind, host, port)
+
+    @property
+    def is_embedded(self) -> bool:
+        return self.kind is AddressKind.EMBEDDED
+
+    def ray_init_address(self) -> str:
+        """The value to pass to ``ray.init(address=...)``."""
+        if self.kind is AddressKind.AUTO:
+            return "auto"
+        if self.kind is AddressKind.CLIENT:
+            return f"{CLIENT_SCHEME}{self.host}:{self.port}"
+        if self.kind is AddressKind.GCS:
+            return f"{self.host}:{self.port}"
+        raise RayConfigurationError("the embedded cluster's address is known only once it runs")
+
+    def __str__(self) -> str:
+        if self.kind is AddressKind.EMBEDDED:
+            return "local (embedded cluster)"
+        return self.ray_init_address()
+
+
+def _parse_port(text: str, address: str | None) -> int:
+    try:
+        port = int(text)
+    except ValueError:
+        port = -1
+    if not 0 < port < 65536:
+        raise RayConfigurationError(
+            f"Ray address {address!r} has an invalid port {text!r}; use a number from 1 to 65535."
+        )
+    return port

@@ -1,0 +1,377 @@
+"""The embedded local Ray head: one persistent cluster per state directory, started on demand.
+
+Airflow runs each task in a process of its own, and a Ray cluster started by ``ray.init()``
+dies with the process that started it. The embedded head is a ``ray start --head --block``
+process in a session of its own, so it outlives the task that started it; later tasks (and the
+XCom backend) find it through ``cluster.json`` in the state directory and reuse it.
+
+The state directory holds:
+
+- ``cluster.json``: the head's process id, session id and ports (written once it answers);
+- ``auth_token``: the cluster's token (mode 0600), which Ray's token authentication requires;
+- ``lock``: an ``flock`` that serializes concurrent starts from several Airflow workers;
+- ``head.log``: what ``ray start`` printed.
+
+Stopping signals only the processes of the head's own session, never other Ray clusters.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from airflow_ray.exceptions import EmbeddedClusterError, RayConnectionError
+from airflow_ray.version_compat import RAY_AUTH_MODE_ENV, RAY_AUTH_TOKEN_ENV, RAY_AUTH_TOKEN_PATH_ENV
+
+LOOPBACK = "127.0.0.1"
+START_TIMEOUT = 90.0
+STOP_TIMEOUT = 30.0
+# Ray's unix sockets live under <temp dir>/session_<timestamp>_<pid>/sockets/; AF_UNIX paths
+# are limited to 107 bytes, so a long state directory gets a short temp dir under /tmp.
+_MAX_TEMP_DIR_LEN = 40
+
+
+@dataclass(frozen=True)
+class EmbeddedHead:
+    """A running embedded head, as recorded in ``cluster.json``."""
+
+    pid: int
+    gcs_port: int
+    client_port: int
+    dashboard_port: int
+    temp_dir: str
+    ray_version: str
+    started_at: float
+
+    @property
+    def gcs_address(self) -> str:
+        return f"{LOOPBACK}:{self.gcs_port}"
+
+    @property
+    def client_address(self) -> str:
+        return f"ray://{LOOPBACK}:{self.client_port}"
+
+
+class EmbeddedCluster:
+    """The embedded head whose state lives in ``state_dir``.
+
+    :param state_dir: directory of the cluster's state (``[ray] embedded_dir``).
+    :param num_cpus: CPUs the head offers; ``None`` lets Ray count the machine's.
+    :param object_store_memory: bytes of object store; ``None`` keeps Ray's default.
+    """
+
+    def __init__(
+        self,
+        state_dir: Path | str,
+        *,
+        num_cpus: int | None = None,
+        object_store_memory: int | None = None,
+    ) -> None:
+        self.state_dir = Path(state_dir).expanduser().absolute()
+        self.num_cpus = num_cpus
+        self.object_store_memory = object_store_memory
+
+    @classmethod
+    def from_config(cls) -> EmbeddedCluster:
+        """The embedded cluster configured in the ``[ray]`` section."""
+        from airflow_ray import config
+
+        return cls(
+            config.embedded_dir(),
+            num_cpus=config.embedded_num_cpus(),
+            object_store_memory=config.embedded_object_store_memory(),
+        )
+
+    @property
+    def _info_path(self) -> Path:
+        return self.state_dir / "cluster.json"
+
+    @property
+    def token_path(self) -> Path:
+        return self.state_dir / "auth_token"
+
+    @property
+    def log_path(self) -> Path:
+        return self.state_dir / "head.log"
+
+    def token(self) -> str:
+        """The cluster's token, created on first use."""
+        try:
+            return self.token_path.read_text().strip()
+        except FileNotFoundError:
+            self.state_dir.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.token_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as handle:
+                handle.write(secrets.token_hex(32))
+            return self.token_path.read_text().strip()
+
+    def status(self) -> EmbeddedHead | None:
+        """The running head, or ``None`` when none runs for this state directory."""
+        try:
+            head = EmbeddedHead(**json.loads(self._info_path.read_text()))
+        except (FileNotFoundError, json.JSONDecodeError, TypeError):
+            return None
+        if not _alive_in_own_session(head.pid) or not _port_open(LOOPBACK, head.gcs_port):
+            return None
+        return head
+
+    def ensure_running(self) -> EmbeddedHead:
+        """Return the running head, starting one first when none runs.
+
+        Safe to call from many Airflow workers at once: starts are serialized by a lock on the
+        state directory and the second caller reuses the head the first one started.
+        """
+        head = self.status()
+        if head is not None:
+            return head
+        with self._lock():
+            head = self.status()
+            if head is not None:
+                return head
+            return self._start()
+
+    def stop(self, timeout: float = STOP_TIMEOUT) -> bool:
+        """Stop this state directory's head and every process of its session.
+
+        :return: whether a running head was stopped.
+        """
+        with self._lock():
+            try:
+                head = EmbeddedHead(**json.loads(self._info_path.read_text()))
+            except (FileNotFoundError, json.JSONDecodeError, TypeError):
+                return False
+            stopped = False
+            if _alive_in_own_session(head.pid):
+                # SIGTERM to `ray start --block` makes it stop the processes it started.
+                os.kill(head.pid, signal.SIGTERM)
+                stopped = True
+            _terminate_session(head.pid, timeout)
+            self._info_path.unlink(missing_ok=True)
+            if not head.temp_dir.startswith(str(self.state_dir)):
+                shutil.rmtree(head.temp_dir, ignore_errors=True)
+            return stopped
+
+    @contextmanager
+    def _lock(self) -> Iterator[None]:
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        with open(self.state_dir / "lock", "a") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
+    def _temp_dir(self) -> Path:
+        default = self.state_dir / "tmp"
+        if len(str(default)) <= _MAX_TEMP_DIR_LEN:
+            return default
+        digest = hashlib.sha1(str(self.state_dir).encode()).hexdigest()[:12]
+        return Path("/tmp") / f"airflow-ray-{digest}"
+
+    def _start(self) -> EmbeddedHead:
+        ray_cli = Path(sys.executable).with_name("ray")
+        if not ray_cli.exists():
+            raise EmbeddedClusterError(
+                f"Cannot start the embedded Ray cluster: {ray_cli} does not exist. Install Ray into "
+                f"this environment: pip install 'ray[default]'"
+            )
+        gcs_port, client_port, dashboard_port, agent_port, metrics_port = _free_ports(5)
+        temp_dir = self._temp_dir()
+        temp_dir.mkdir(parents=True, exist_ok=True)
+        command = [
+            str(ray_cli),
+            "start",
+            "--head",
+            "--block",
+            f"--node-ip-address={LOOPBACK}",
+            f"--port={gcs_port}",
+            f"--ray-client-server-port={client_port}",
+            f"--dashboard-port={dashboard_port}",
+            f"--dashboard-agent-listen-port={agent_port}",
+            f"--metrics-export-port={metrics_port}",
+            "--include-dashboard=false",
+            "--disable-usage-stats",
+            f"--temp-dir={temp_dir}",
+        ]
+        if self.num_cpus is not None:
+            command.append(f"--num-cpus={self.num_cpus}")
+        if self.object_store_memory is not None:
+            command.append(f"--object-store-memory={self.object_store_memory}")
+        env = dict(os.environ)
+        env.pop(RAY_AUTH_TOKEN_ENV, None)
+        env.update(
+            {
+                RAY_AUTH_MODE_ENV: "token",
+                RAY_AUTH_TOKEN_PATH_ENV: str(self.token_path),
+                "RAY_USAGE_STATS_ENABLED": "0",
+            }
+        )
+        token = self.token()
+        with open(self.log_path, "ab") as log:
+            process = subprocess.Popen(
+                command,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                close_fds=True,
+            )
+        head = EmbeddedHead(
+            pid=process.pid,
+            gcs_port=gcs_port,
+            client_port=client_port,
+            dashboard_port=dashboard_port,
+            temp_dir=str(temp_dir),
+            ray_version=_installed_ray_version(),
+            started_at=time.time(),
+        )
+        self._wait_until_ready(process, head, token)
+        self._info_path.write_text(json.dumps(asdict(head), indent=2))
+        return head
+
+    def _wait_until_ready(self, process: subprocess.Popen[bytes], head: EmbeddedHead, token: str) -> None:
+        from airflow_ray.cluster.connect import check_gcs
+        from airflow_ray.version_compat import use_ray_token
+
+        deadline = time.monotonic() + START_TIMEOUT
+        while time.monotonic() < deadline:
+            if process.poll() is not None:
+                raise EmbeddedClusterError(
+                    f"The embedded Ray head exited with code {process.returncode} while starting. "
+                    f"Its output ({self.log_path}) ends with:\n{_tail(self.log_path)}"
+                )
+            if _port_open(LOOPBACK, head.gcs_port):
+                break
+            time.sleep(0.1)
+        else:
+            self._kill_failed_start(process)
+            raise EmbeddedClusterError(
+                f"The embedded Ray head did not open its port {head.gcs_port} within {START_TIMEOUT:.0f} s. "
+                f"Its output ({self.log_path}) ends with:\n{_tail(self.log_path)}"
+            )
+        use_ray_token(token)
+        while True:
+            try:
+                check_gcs(head.gcs_address, where="the embedded local cluster", timeout=5.0)
+                # The GCS answers before the raylet has registered the node; `ray start`
+                # prints this line once the node is up.
+                if b"Ray runtime started" in self.log_path.read_bytes()[-20000:]:
+                    return
+            except RayConnectionError:
+                pass
+            if process.poll() is not None or time.monotonic() > deadline:
+                self._kill_failed_start(process)
+                raise EmbeddedClusterError(
+                    f"The embedded Ray head did not become ready within {START_TIMEOUT:.0f} s. "
+                    f"Its output ({self.log_path}) ends with:\n{_tail(self.log_path)}"
+                )
+            time.sleep(0.1)
+
+    @staticmethod
+    def _kill_failed_start(process: subprocess.Popen[bytes]) -> None:
+        if process.poll() is None:
+            process.terminate()
+        _terminate_session(process.pid, STOP_TIMEOUT)
+
+
+def _installed_ray_version() -> str:
+    from importlib.metadata import version
+
+    return version("ray")
+
+
+def _free_ports(count: int) -> list[int]:
+    sockets = []
+    try:
+        for _ in range(count):
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            sock.bind((LOOPBACK, 0))
+            sockets.append(sock)
+        return [sock.getsockname()[1] for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
+def _port_open(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=1.0):
+            return True
+    except OSError:
+        return False
+
+
+def _running(pid: int) -> bool:
+    """Whether ``pid`` exists and is not a zombie waiting to be reaped."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    # The state follows the command name, which is in parentheses and may contain spaces.
+    return stat.rpartition(")")[2].split()[0] not in ("Z", "X")
+
+
+def _alive_in_own_session(pid: int) -> bool:
+    """Whether ``pid`` runs and leads its own session (as the head we started does)."""
+    try:
+        return os.getsid(pid) == pid and _running(pid)
+    except (ProcessLookupError, PermissionError):
+        return False
+
+
+def _session_members(sid: int) -> list[int]:
+    members = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        pid = int(entry.name)
+        try:
+            if os.getsid(pid) == sid and _running(pid):
+                members.append(pid)
+        except (ProcessLookupError, PermissionError):
+            continue
+    return members
+
+
+def _terminate_session(sid: int, timeout: float) -> None:
+    """Wait for the processes of session ``sid`` to exit: SIGTERM, then SIGKILL at the deadline."""
+    deadline = time.monotonic() + timeout
+    signalled = False
+    while members := _session_members(sid):
+        if time.monotonic() > deadline:
+            for pid in members:
+                _signal(pid, signal.SIGKILL)
+            return
+        if not signalled and time.monotonic() > deadline - timeout / 2:
+            for pid in members:
+                _signal(pid, signal.SIGTERM)
+            signalled = True
+        time.sleep(0.2)
+
+
+def _signal(pid: int, sig: int) -> None:
+    try:
+        os.kill(pid, sig)
+    except ProcessLookupError:
+        pass
+
+
+def _tail(path: Path, lines: int = 20) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except FileNotFoundError:
+        return "(no output)"

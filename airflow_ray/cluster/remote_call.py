@@ -1,0 +1,157 @@
+"""What runs inside the Ray worker: the callable, its output streamed back as it is produced.
+
+This module is shipped to the cluster by value (see :mod:`airflow_ray.cluster.submit`), so a
+cluster without airflow-ray installed can run it: it imports only the standard library and
+Ray.
+
+The task is a Ray streaming generator. It yields, in order:
+
+- ``("output", text)`` for what the callable printed or logged, every ``FLUSH_INTERVAL``
+  seconds while it runs;
+- then either ``("error", pickled_exception_or_None, remote_traceback)``, or
+  ``("return", None)`` followed by the return value itself as the generator's last item, so
+  the caller can keep that value in the cluster without fetching it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import io
+import logging
+import pickle
+import queue
+import sys
+import threading
+import traceback
+from collections.abc import Callable, Iterator
+from typing import Any
+
+FLUSH_INTERVAL = 0.2
+_MAX_CHUNK = 256 * 1024
+
+
+class _StreamTee(io.TextIOBase):
+    """A text stream that writes through to ``target`` and copies everything into ``sink``."""
+
+    def __init__(self, target: Any, sink: queue.SimpleQueue[str]) -> None:
+        self._target = target
+        self._sink = sink
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, text: str) -> int:
+        if text:
+            self._sink.put(text)
+            try:
+                self._target.write(text)
+            except (OSError, ValueError):
+                pass  # the worker's log file is not ours to fail on
+        return len(text)
+
+    def flush(self) -> None:
+        try:
+            self._target.flush()
+        except (OSError, ValueError):
+            pass
+
+    def isatty(self) -> bool:
+        return False
+
+    @property
+    def encoding(self) -> str:  # type: ignore[override]
+        return "utf-8"
+
+
+class _QueueLogHandler(logging.Handler):
+    def __init__(self, sink: queue.SimpleQueue[str]) -> None:
+        super().__init__(logging.INFO)
+        self.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+        self._sink = sink
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self._sink.put(self.format(record) + "\n")
+        except Exception:  # noqa: BLE001 - logging must never break the callable
+            self.handleError(record)
+
+
+def _drain(sink: queue.SimpleQueue[str], wait: float) -> str:
+    parts: list[str] = []
+    try:
+        parts.append(sink.get(timeout=wait) if wait > 0 else sink.get_nowait())
+        size = len(parts[0])
+        while size < _MAX_CHUNK:
+            part = sink.get_nowait()
+            parts.append(part)
+            size += len(part)
+    except queue.Empty:
+        pass
+    return "".join(parts)
+
+
+def _pickled_exception(error: BaseException) -> bytes | None:
+    """The exception, pickled by the same pickler Ray uses, or ``None`` if it cannot be."""
+    try:
+        import ray.cloudpickle as cloudpickle
+
+        return cloudpickle.dumps(error)
+    except Exception:  # noqa: BLE001 - any pickling failure means: send the traceback only
+        try:
+            return pickle.dumps(error)
+        except Exception:  # noqa: BLE001 - same
+            return None
+
+
+def run_streaming(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Iterator[Any]:
+    """Run ``fn(*args, **kwargs)`` and stream its output; the Ray task body."""
+    sink: queue.SimpleQueue[str] = queue.SimpleQueue()
+    outcome: dict[str, Any] = {}
+
+    def _call() -> None:
+        try:
+            value = fn(*args, **kwargs)
+            if inspect.iscoroutine(value):
+                value = asyncio.run(value)
+            outcome["value"] = value
+        except BaseException as error:  # noqa: BLE001 - everything goes back to Airflow
+            outcome["error"] = error
+            # Drop this wrapper's own frame: the traceback starts in the user's code.
+            outcome["traceback"] = "".join(
+                traceback.format_exception(
+                    type(error), error, error.__traceback__ and error.__traceback__.tb_next
+                )
+            )
+
+    saved_stdout, saved_stderr = sys.stdout, sys.stderr
+    root = logging.getLogger()
+    saved_level = root.level
+    handler = _QueueLogHandler(sink)
+    sys.stdout = _StreamTee(saved_stdout, sink)
+    sys.stderr = _StreamTee(saved_stderr, sink)
+    root.addHandler(handler)
+    if root.level > logging.INFO or root.level == logging.NOTSET:
+        root.setLevel(logging.INFO)
+    try:
+        worker = threading.Thread(target=_call, name="airflow-ray-callable", daemon=True)
+        worker.start()
+        while worker.is_alive():
+            worker.join(FLUSH_INTERVAL)
+            text = _drain(sink, 0)
+            while text:
+                yield ("output", text)
+                text = _drain(sink, 0)
+    finally:
+        sys.stdout, sys.stderr = saved_stdout, saved_stderr
+        root.removeHandler(handler)
+        root.setLevel(saved_level)
+    text = _drain(sink, 0)
+    while text:
+        yield ("output", text)
+        text = _drain(sink, 0)
+    if "error" in outcome:
+        yield ("error", _pickled_exception(outcome["error"]), outcome["traceback"])
+        return
+    yield ("return", None)
+    yield outcome["value"]

@@ -1,0 +1,72 @@
+"""The ``[ray]`` section of the Airflow configuration, read through small helpers.
+
+Every option is declared in :mod:`airflow_ray.get_provider_info` (so ``airflow config list``
+shows it) and can be set in ``airflow.cfg`` or as ``AIRFLOW__RAY__<OPTION>``.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from airflow_ray.exceptions import RayConfigurationError
+
+SECTION = "ray"
+DEFAULT_CONNECT_TIMEOUT = 30.0
+
+
+def _get(option: str) -> str | None:
+    from airflow.sdk.configuration import conf
+
+    value = conf.get(SECTION, option, fallback=None)
+    if value is None or str(value).strip() == "":
+        return None
+    return str(value).strip()
+
+
+def _airflow_home() -> Path:
+    from airflow.sdk.configuration import conf
+
+    home = conf.get("core", "airflow_home", fallback=None) or os.environ.get("AIRFLOW_HOME")
+    return Path(home or Path.home() / "airflow").expanduser()
+
+
+def embedded_dir() -> Path:
+    """Directory that holds the embedded local cluster's state (default ``$AIRFLOW_HOME/ray``)."""
+    value = _get("embedded_dir")
+    return Path(value).expanduser() if value else _airflow_home() / "ray"
+
+
+def _positive_float(option: str, default: float | None) -> float | None:
+    value = _get(option)
+    if value is None:
+        return default
+    try:
+        number = float(value)
+    except ValueError:
+        number = -1.0
+    if number <= 0:
+        raise RayConfigurationError(
+            f"[{SECTION}] {option} = {value!r} is not a positive number; "
+            f"set AIRFLOW__{SECTION.upper()}__{option.upper()} to a number greater than 0."
+        )
+    return number
+
+
+def connect_timeout() -> float:
+    """Seconds a connection to a cluster may take before it fails (default 30)."""
+    timeout = _positive_float("connect_timeout", DEFAULT_CONNECT_TIMEOUT)
+    assert timeout is not None
+    return timeout
+
+
+def embedded_num_cpus() -> int | None:
+    """CPUs the embedded head offers (default: every CPU of the machine)."""
+    value = _positive_float("embedded_num_cpus", None)
+    return None if value is None else int(value)
+
+
+def embedded_object_store_memory() -> int | None:
+    """Bytes of object store of the embedded head (default: Ray's, 30% of RAM)."""
+    value = _positive_float("embedded_object_store_memory", None)
+    return None if value is None else int(value)

@@ -1,0 +1,1 @@
+"""TaskFlow decorators of the Ray provider (``@task.ray``)."""

@@ -1,0 +1,35 @@
+"""Errors raised by airflow_ray.
+
+Every message says what failed, shows the value that made it fail, and says what to do.
+"""
+
+from __future__ import annotations
+
+from airflow.sdk.exceptions import AirflowException
+
+
+class AirflowRayError(AirflowException):
+    """Base class of every error raised by airflow_ray."""
+
+
+class RayConfigurationError(AirflowRayError, ValueError):
+    """A connection field, operator argument or ``[ray]`` setting has a value we cannot use."""
+
+
+class RayConnectionError(AirflowRayError, ConnectionError):
+    """The Ray cluster named by a connection could not be reached or refused us."""
+
+
+class EmbeddedClusterError(AirflowRayError):
+    """The embedded local Ray head could not be started, found or stopped."""
+
+
+class RayTaskFailedError(AirflowRayError):
+    """The Ray task running the callable failed outside the callable (worker crash, OOM, cancel)."""
+
+
+class RemoteCallableError(AirflowRayError):
+    """The callable raised inside Ray and its exception could not be re-raised as itself.
+
+    The remote traceback is part of the message.
+    """

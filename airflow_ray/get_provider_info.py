@@ -1,0 +1,94 @@
+"""Provider metadata read by Airflow through the ``apache_airflow_provider`` entry point."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from airflow_ray import __version__
+
+
+def get_provider_info() -> dict[str, Any]:
+    return {
+        "package-name": "airflow-ray",
+        "name": "Ray",
+        "description": "Run Airflow tasks on Ray clusters: `Ray <https://www.ray.io/>`__",
+        "versions": [__version__],
+        "integrations": [
+            {
+                "integration-name": "Ray",
+                "external-doc-url": "https://docs.ray.io/",
+                "tags": ["compute"],
+            }
+        ],
+        "operators": [{"integration-name": "Ray", "python-modules": ["airflow_ray.operators.ray"]}],
+        "hooks": [{"integration-name": "Ray", "python-modules": ["airflow_ray.hooks.ray"]}],
+        "connection-types": [
+            {
+                "connection-type": "ray",
+                "hook-class-name": "airflow_ray.hooks.ray.RayHook",
+                "hook-name": "Ray",
+                "ui-field-behaviour": {
+                    "hidden-fields": ["login", "extra"],
+                    "relabeling": {"host": "Address", "schema": "Namespace", "password": "Ray auth token"},
+                    "placeholders": {
+                        "host": "empty or 'local' (embedded cluster), host:6379, auto, ray://host:10001",
+                        "port": "6379 (GCS) or 10001 (Ray Client), when not in the address",
+                        "schema": "airflow",
+                        "password": "token of a cluster with token authentication (`ray get-auth-token`)",
+                    },
+                },
+                "conn-fields": {
+                    "runtime_env": {
+                        "label": "Default runtime_env",
+                        "description": "JSON Ray runtime environment applied to every task, "
+                        'e.g. {"pip": ["xgboost==2.0.3"]}.',
+                        "schema": {"type": ["object", "null"], "format": "json"},
+                    },
+                    "init_kwargs": {
+                        "label": "Extra ray.init kwargs",
+                        "description": 'JSON object of more ray.init keywords, e.g. {"logging_level": "warning"}.',
+                        "schema": {"type": ["object", "null"], "format": "json"},
+                    },
+                },
+            }
+        ],
+        "task-decorators": [{"class-name": "airflow_ray.decorators.ray.ray_task", "name": "ray"}],
+        "config": {
+            "ray": {
+                "description": "Settings of the Ray provider (airflow-ray).",
+                "options": {
+                    "embedded_dir": {
+                        "description": "Directory of the embedded local Ray cluster's state: its "
+                        "address, token and logs. Default: the 'ray' folder under AIRFLOW_HOME.",
+                        "version_added": "0.1.0",
+                        "type": "string",
+                        "example": "/var/lib/airflow/ray",
+                        "default": "",
+                    },
+                    "embedded_num_cpus": {
+                        "description": "CPUs the embedded cluster offers. Default: all of the machine's.",
+                        "version_added": "0.1.0",
+                        "type": "integer",
+                        "example": "4",
+                        "default": "",
+                    },
+                    "embedded_object_store_memory": {
+                        "description": "Bytes of object store of the embedded cluster. Default: Ray's "
+                        "(30% of memory).",
+                        "version_added": "0.1.0",
+                        "type": "integer",
+                        "example": "2000000000",
+                        "default": "",
+                    },
+                    "connect_timeout": {
+                        "description": "Seconds that connecting to a Ray cluster may take before "
+                        "the task fails with an error naming the connection and address.",
+                        "version_added": "0.1.0",
+                        "type": "float",
+                        "example": "10",
+                        "default": "30",
+                    },
+                },
+            }
+        },
+    }

@@ -1,0 +1,224 @@
+"""``RayPythonOperator``: run a Python callable as a Ray task and return its result."""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Collection, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+from airflow.providers.standard.operators.python import PythonOperator
+
+from airflow_ray.exceptions import RayConfigurationError
+
+if TYPE_CHECKING:
+    from airflow.sdk import Context
+
+    from airflow_ray.cluster.submit import RemoteCall
+
+# Context values that can be pickled and mean the same inside a Ray worker. The others (ti,
+# dag_run, task, conf, macros, ...) are live objects of the Airflow worker process.
+SHIPPABLE_CONTEXT_KEYS = frozenset(
+    {
+        "data_interval_end",
+        "data_interval_start",
+        "ds",
+        "ds_nodash",
+        "expanded_ti_count",
+        "logical_date",
+        "map_index_template",
+        "params",
+        "prev_data_interval_end_success",
+        "prev_data_interval_start_success",
+        "prev_end_date_success",
+        "prev_start_date_success",
+        "run_id",
+        "task_instance_key_str",
+        "templates_dict",
+        "test_mode",
+        "ts",
+        "ts_nodash",
+        "ts_nodash_with_tz",
+    }
+)
+
+
+class RayPythonOperator(PythonOperator):
+    """Run ``python_callable(*op_args, **op_kwargs)`` as a task on a Ray cluster.
+
+    The callable may be a function of the DAG file, a closure or a lambda: it is shipped by value.
+    It runs with the resources it asks for; what it prints or logs is streamed into the Airflow
+    task log while it runs; an exception fails the Airflow task with the remote traceback (and
+    Airflow's retries rerun it); its return value becomes the task's XCom.
+
+    .. code-block:: python
+
+        train = RayPythonOperator(
+            task_id="train",
+            python_callable=train_model,
+            op_kwargs={"rows": "{{ params.rows }}"},
+            num_cpus=2,
+        )
+
+    Context values that mean something inside Ray (``ds``, ``params``, ``run_id``,
+    ``logical_date`` ...) are passed to a callable that names them or takes ``**kwargs``;
+    live objects (``ti``, ``dag_run``) are not: template what you need into ``op_kwargs``.
+
+    :param python_callable: the function to run on Ray.
+    :param op_args: positional arguments of the callable (templated).
+    :param op_kwargs: keyword arguments of the callable (templated).
+    :param num_cpus: CPUs the Ray task reserves (templated; Ray's default is 1).
+    :param num_gpus: GPUs the Ray task reserves (templated).
+    :param memory: bytes of memory the Ray task reserves (templated).
+    :param resources: custom Ray resources, ``{"name": amount}`` (templated, stored as
+        ``ray_resources`` since ``resources`` is an Airflow operator field).
+    :param runtime_env: Ray runtime environment, merged over the connection's (templated).
+    :param ray_remote_args: any other keyword of Ray's ``.options()``, such as
+        ``scheduling_strategy`` or ``max_retries`` (templated).
+    :param ray_conn_id: the ``ray`` connection (default ``ray_default``: the embedded cluster
+        when it does not exist).
+    """
+
+    template_fields: Sequence[str] = (
+        "templates_dict",
+        "op_args",
+        "op_kwargs",
+        "num_cpus",
+        "num_gpus",
+        "memory",
+        "ray_resources",
+        "runtime_env",
+        "ray_remote_args",
+    )
+    template_fields_renderers = {
+        **PythonOperator.template_fields_renderers,
+        "ray_resources": "json",
+        "runtime_env": "json",
+        "ray_remote_args": "py",
+    }
+    ui_color = "#dbe9ff"
+
+    def __init__(
+        self,
+        *,
+        python_callable: Callable[..., Any],
+        op_args: Collection[Any] | None = None,
+        op_kwargs: Mapping[str, Any] | None = None,
+        num_cpus: float | str | None = None,
+        num_gpus: float | str | None = None,
+        memory: int | str | None = None,
+        resources: dict[str, float] | str | None = None,
+        runtime_env: dict[str, Any] | str | None = None,
+        ray_remote_args: dict[str, Any] | str | None = None,
+        ray_conn_id: str = "ray_default",
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(python_callable=python_callable, op_args=op_args, op_kwargs=op_kwargs, **kwargs)
+        self.num_cpus = num_cpus
+        self.num_gpus = num_gpus
+        self.memory = memory
+        # BaseOperator.resources is Airflow's own (executor) field and cannot be templated.
+        self.ray_resources = resources
+        self.runtime_env = runtime_env
+        self.ray_remote_args = ray_remote_args
+        self.ray_conn_id = ray_conn_id
+        self._remote_call: RemoteCall | None = None
+        self._ray_task_name = ""
+
+    @property
+    def is_async(self) -> bool:
+        # A coroutine function runs (and is awaited) inside Ray, not in the Airflow worker.
+        return False
+
+    def execute(self, context: Context) -> Any:
+        ti = context["ti"]
+        map_index = getattr(ti, "map_index", -1)
+        suffix = f"[{map_index}]" if map_index is not None and map_index >= 0 else ""
+        self._ray_task_name = f"{ti.dag_id}.{ti.task_id}{suffix}"
+        return super().execute(context)
+
+    def determine_kwargs(self, context: Mapping[str, Any]) -> Mapping[str, Any]:
+        user_keys = set(self.op_kwargs)
+        signature = inspect.signature(self.python_callable)
+        unshippable = [
+            name
+            for name in signature.parameters
+            if name in context and name not in user_keys and name not in SHIPPABLE_CONTEXT_KEYS
+        ]
+        if unshippable:
+            raise RayConfigurationError(
+                f"The callable {self.python_callable.__name__!r} asks for the context value(s) "
+                f"{', '.join(unshippable)}, which live in the Airflow worker and cannot be sent to "
+                f"Ray. Template what you need into op_kwargs instead, e.g. "
+                f"op_kwargs={{'value': \"{{{{ ti.xcom_pull(task_ids='...') }}}}\"}}."
+            )
+        shippable = {
+            key: _plain(key, value)
+            for key, value in context.items()
+            if key in user_keys or key in SHIPPABLE_CONTEXT_KEYS
+        }
+        return super().determine_kwargs(shippable)
+
+    def execute_callable(self) -> Any:
+        from airflow_ray.cluster.submit import TaskResources, _mapping
+        from airflow_ray.hooks.ray import RayHook
+
+        hook = RayHook(self.ray_conn_id)
+        resources = TaskResources.from_arguments(
+            num_cpus=self.num_cpus, num_gpus=self.num_gpus, memory=self.memory, resources=self.ray_resources
+        )
+        name = self._ray_task_name or self.task_id
+        self._remote_call = hook.submit(
+            self.python_callable,
+            tuple(self.op_args),
+            dict(self.op_kwargs),
+            name=name,
+            resources=resources,
+            runtime_env=dict(_mapping("runtime_env", self.runtime_env)),
+            remote_args=dict(_mapping("ray_remote_args", self.ray_remote_args)),
+        )
+        self.log.info(
+            "Submitted Ray task %s with %s", name, resources.as_options() or "Ray's default resources"
+        )
+        lines = _LineLogger(self.log)
+        try:
+            result_ref = self._remote_call.follow(lines.write)
+        except BaseException:
+            # Interrupted here (execution_timeout, SIGTERM) the Ray task must not run on; after
+            # a remote failure it has already ended and cancelling it changes nothing.
+            self._remote_call.cancel()
+            raise
+        finally:
+            lines.close()
+        import ray
+
+        return ray.get(result_ref)
+
+    def on_kill(self) -> None:
+        if self._remote_call is not None:
+            self.log.info("Cancelling Ray task %s", self._remote_call.name)
+            self._remote_call.cancel()
+
+
+def _plain(key: str, value: Any) -> Any:
+    """``params`` is a ParamsDict bound to the DAG; Ray gets its plain values."""
+    if key == "params" and hasattr(value, "dump"):
+        return dict(value.dump())
+    return value
+
+
+class _LineLogger:
+    """Turns streamed chunks of output into one task-log record per line."""
+
+    def __init__(self, log: Any) -> None:
+        self._log = log
+        self._partial = ""
+
+    def write(self, text: str) -> None:
+        *lines, self._partial = (self._partial + text).split("\n")
+        for line in lines:
+            self._log.info("%s", line.rstrip("\r"))
+
+    def close(self) -> None:
+        if self._partial:
+            self._log.info("%s", self._partial)
+            self._partial = ""

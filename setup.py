@@ -1,0 +1,41 @@
+"""Packaging of airflow-ray, the Ray provider for Apache Airflow 3."""
+
+from pathlib import Path
+
+from setuptools import find_packages, setup
+
+here = Path(__file__).parent
+version = {}
+exec((here / "airflow_ray" / "__init__.py").read_text().split("__all__")[0], version)
+
+setup(
+    name="airflow-ray",
+    version=version["__version__"],
+    description="Apache Airflow 3 provider for Ray: run Airflow tasks on Ray clusters",
+    long_description=(here / "README.md").read_text(),
+    long_description_content_type="text/markdown",
+    license="Apache-2.0",
+    python_requires=">=3.10",
+    packages=find_packages(include=["airflow_ray", "airflow_ray.*"]),
+    package_data={"airflow_ray": ["py.typed"]},
+    install_requires=[
+        "apache-airflow>=3.1",
+        "apache-airflow-providers-standard>=1.0",
+        "apache-airflow-providers-amazon>=9.0",
+        "ray[default]>=2.60,<2.61",
+        "pyarrow>=14",
+    ],
+    extras_require={
+        "tests": ["pytest>=8", "pytest-timeout>=2.3"],
+        "dev": ["ruff>=0.6", "mypy>=1.10", "tox>=4"],
+    },
+    entry_points={
+        "apache_airflow_provider": ["provider_info=airflow_ray.get_provider_info:get_provider_info"],
+        "console_scripts": ["airflow-ray=airflow_ray.cli:main"],
+    },
+    classifiers=[
+        "Framework :: Apache Airflow",
+        "Framework :: Apache Airflow :: Provider",
+        "Programming Language :: Python :: 3.11",
+    ],
+)

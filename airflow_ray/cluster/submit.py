@@ -15,6 +15,7 @@ from typing import Any
 from airflow_ray.exceptions import RayConfigurationError, RayTaskFailedError, RemoteCallableError
 
 _REMOTE_CALL_MODULE = "airflow_ray.cluster.remote_call"
+_POLL_INTERVAL = 0.5
 
 
 @dataclass
@@ -185,8 +186,10 @@ class RemoteCall:
     name: str
     _generator: Any
 
-    def follow(self, on_output: Callable[[str], None]) -> Any:
+    def follow(self, on_output: Callable[[str], None], log: logging.Logger | Any) -> Any:
         """Pass output to ``on_output`` as it arrives; return the callable's result ObjectRef.
+
+        :param log: where the remote traceback of a failed callable is logged.
 
         :raises: the callable's own exception, re-raised, when it failed;
             :class:`RemoteCallableError` when that exception cannot be rebuilt here;
@@ -200,7 +203,7 @@ class RemoteCall:
                 if kind == "output":
                     on_output(event[1])
                 elif kind == "error":
-                    _raise_remote_error(self.name, event[1], event[2])
+                    _raise_remote_error(self.name, event[1], event[2], log)
                 elif kind == "return":
                     return next(self._generator)
         except ray.exceptions.TaskCancelledError as err:
@@ -214,7 +217,16 @@ class RemoteCall:
     def _events(self) -> Iterator[tuple[Any, ...]]:
         import ray
 
-        for ref in self._generator:
+        # Waiting in short slices returns to Python between them, so that signal handlers
+        # (Airflow's execution_timeout, SIGTERM) run while a long task is silent.
+        while True:
+            ready, _ = ray.wait([self._generator], timeout=_POLL_INTERVAL)
+            if not ready:
+                continue
+            try:
+                ref = next(self._generator)
+            except StopIteration:
+                return
             yield ray.get(ref)
 
     def cancel(self) -> None:
@@ -227,10 +239,10 @@ class RemoteCall:
             logging.getLogger(__name__).warning("Could not cancel Ray task %s: %s", self.name, err)
 
 
-def _raise_remote_error(name: str, pickled: bytes | None, remote_traceback: str) -> None:
+def _raise_remote_error(name: str, pickled: bytes | None, remote_traceback: str, log: Any) -> None:
     import ray.cloudpickle as cloudpickle
 
-    logging.getLogger("airflow.task").error("The callable failed in Ray task %s:\n%s", name, remote_traceback)
+    log.error("The callable failed in Ray task %s:\n%s", name, remote_traceback)
     error: BaseException | None = None
     if pickled is not None:
         try:

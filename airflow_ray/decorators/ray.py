@@ -19,6 +19,9 @@ class _RayDecoratedOperator(DecoratedOperator, RayPythonOperator):
     template_fields: Sequence[str] = RayPythonOperator.template_fields
     template_fields_renderers = RayPythonOperator.template_fields_renderers
     custom_operator_name: str = "@task.ray"
+    # DecoratedOperator comes first in the MRO and has its own versions of these.
+    is_async = RayPythonOperator.is_async
+    determine_kwargs = RayPythonOperator.determine_kwargs
 
     def __init__(
         self, *, python_callable: Callable[..., Any], op_args: Any, op_kwargs: Any, **kwargs: Any

@@ -7,6 +7,7 @@ from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from airflow.providers.standard.operators.python import PythonOperator
+from airflow.sdk.bases.decorator import KeywordParameters
 
 from airflow_ray.exceptions import RayConfigurationError
 
@@ -156,7 +157,7 @@ class RayPythonOperator(PythonOperator):
             for key, value in context.items()
             if key in user_keys or key in SHIPPABLE_CONTEXT_KEYS
         }
-        return super().determine_kwargs(shippable)
+        return KeywordParameters.determine(self.python_callable, self.op_args, shippable).unpacking()
 
     def execute_callable(self) -> Any:
         from airflow_ray.cluster.submit import TaskResources, _mapping
@@ -181,7 +182,7 @@ class RayPythonOperator(PythonOperator):
         )
         lines = _LineLogger(self.log)
         try:
-            result_ref = self._remote_call.follow(lines.write)
+            result_ref = self._remote_call.follow(lines.write, self.log)
         except BaseException:
             # Interrupted here (execution_timeout, SIGTERM) the Ray task must not run on; after
             # a remote failure it has already ended and cancelling it changes nothing.

@@ -1,0 +1,141 @@
+"""RayHook against a real cluster: every connection mode, and every way of failing fast."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import pytest
+
+from airflow_ray.exceptions import RayConnectionError
+from airflow_ray.hooks.ray import RayHook
+
+pytestmark = pytest.mark.integration
+
+
+@contextmanager
+def connection(conn_id: str, **fields) -> Iterator[None]:
+    name = f"AIRFLOW_CONN_{conn_id.upper()}"
+    os.environ[name] = json.dumps({"conn_type": "ray", **fields})
+    try:
+        yield
+    finally:
+        del os.environ[name]
+
+
+def closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def node_count(ray) -> int:
+    return len([n for n in ray.nodes() if n["Alive"]])
+
+
+def test_gcs_address_with_token(ray_cluster):
+    head = ray_cluster.status()
+    with connection("ray_gcs", host=head.gcs_address, password=ray_cluster.token()):
+        ok, message = RayHook("ray_gcs").test_connection()
+    assert ok, message
+    assert f"at {head.gcs_address}: 1 node(s), 4 CPU, 0 GPU" in message
+
+
+def test_host_and_port_fields(ray_cluster):
+    head = ray_cluster.status()
+    with connection("ray_fields", host="127.0.0.1", port=head.gcs_port, password=ray_cluster.token()):
+        ray = RayHook("ray_fields").get_conn()
+        assert ray.get(ray.remote(lambda: 41 + 1).remote()) == 42
+
+
+def test_ray_client_address(ray_cluster):
+    head = ray_cluster.status()
+    with connection("ray_client", host=head.client_address, password=ray_cluster.token()):
+        ray = RayHook("ray_client", connect_timeout=60).get_conn()
+        try:
+            assert ray.util.client.ray.is_connected()
+            assert ray.get(ray.remote(lambda: "via client").remote()) == "via client"
+        finally:
+            ray.shutdown()
+
+
+def test_wrong_token_fails_fast_and_says_so(ray_cluster):
+    head = ray_cluster.status()
+    with connection("ray_badtoken", host=head.gcs_address, password="not-the-token"):
+        started = time.monotonic()
+        with pytest.raises(RayConnectionError) as info:
+            RayHook("ray_badtoken").get_conn()
+    assert time.monotonic() - started < 10
+    message = str(info.value)
+    assert "'ray_badtoken'" in message and head.gcs_address in message
+    assert "token" in message and "password field" in message
+
+
+def test_unreachable_address_fails_fast_and_names_the_connection(ray_cluster):
+    port = closed_port()
+    with connection("ray_down", host=f"127.0.0.1:{port}"):
+        started = time.monotonic()
+        with pytest.raises(RayConnectionError) as info:
+            RayHook("ray_down").get_conn()
+        ok, message = RayHook("ray_down").test_connection()
+    assert time.monotonic() - started < 5
+    assert f"connection 'ray_down' (address 127.0.0.1:{port})" in str(info.value)
+    assert "nothing answers" in str(info.value) and "running" in str(info.value)
+    assert not ok and "nothing answers" in message
+
+
+def test_silent_service_is_bounded_by_the_connect_timeout(ray_cluster):
+    """A port that accepts connections but never speaks Ray (a firewall, another service)."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(8)
+    accepted = []
+    stop = threading.Event()
+
+    def accept() -> None:
+        server.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                accepted.append(server.accept()[0])
+            except OSError:
+                continue
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    port = server.getsockname()[1]
+    try:
+        with connection("ray_silent", host=f"127.0.0.1:{port}"):
+            started = time.monotonic()
+            with pytest.raises(RayConnectionError) as info:
+                RayHook("ray_silent", connect_timeout=4).get_conn()
+            elapsed = time.monotonic() - started
+    finally:
+        stop.set()
+        thread.join()
+        for sock in accepted:
+            sock.close()
+        server.close()
+    assert elapsed < 8
+    assert f"127.0.0.1:{port}" in str(info.value) and "'ray_silent'" in str(info.value)
+
+
+def test_unknown_connection_id_is_an_error_not_the_embedded_cluster(ray_cluster):
+    with pytest.raises(Exception, match="'ray_typo' does not exist"):
+        RayHook("ray_typo").get_conn()
+
+
+def test_hook_reconnects_to_the_embedded_cluster_after_another(ray_cluster):
+    head = ray_cluster.status()
+    with connection(
+        "ray_gcs2", host=head.gcs_address, password=ray_cluster.token(), extra={"namespace": "other"}
+    ):
+        ray = RayHook("ray_gcs2").get_conn()
+        assert ray.get_runtime_context().namespace == "other"
+    ray = RayHook().get_conn()
+    assert ray.get_runtime_context().namespace == "airflow"
+    assert node_count(ray) == 1

@@ -1,0 +1,100 @@
+"""The task body, run here as a plain generator: its protocol and its output capture."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import pickle
+import sys
+import time
+
+import pytest
+
+from airflow_ray.cluster import remote_call
+
+
+def events(fn, *args, **kwargs):
+    return list(remote_call.run_streaming(fn, args, kwargs))
+
+
+def test_output_then_return_marker_then_value():
+    def work(n):
+        for i in range(n):
+            print(f"line {i}")
+        logging.getLogger("user").info("logged %s", n)
+        return {"n": n}
+
+    result = events(work, 3)
+    assert result[-2:] == [("return", None), {"n": 3}]
+    output = "".join(e[1] for e in result[:-2])
+    assert all(e[0] == "output" for e in result[:-2])
+    assert output == "line 0\nline 1\nline 2\nINFO user: logged 3\n"
+
+
+def test_output_is_yielded_while_the_callable_runs():
+    def slow():
+        print("first", flush=True)
+        time.sleep(1.0)
+        print("second", flush=True)
+        return 1
+
+    started = time.monotonic()
+    generator = remote_call.run_streaming(slow, (), {})
+    assert next(generator) == ("output", "first\n")
+    assert time.monotonic() - started < 0.8
+    assert list(generator)[-1] == 1
+
+
+def test_streams_and_logging_are_restored():
+    root = logging.getLogger()
+    level, handlers = root.level, list(root.handlers)
+    stdout, stderr = sys.stdout, sys.stderr
+    events(lambda: print("x", file=sys.stderr))
+    assert (sys.stdout, sys.stderr) == (stdout, stderr)
+    assert root.level == level and root.handlers == handlers
+
+
+class CustomError(Exception):
+    pass
+
+
+def test_exception_travels_pickled_with_a_traceback_starting_in_user_code():
+    def user_function():
+        raise CustomError("no good")
+
+    *_, last = events(user_function)
+    kind, pickled, traceback_text = last
+    assert kind == "error"
+    error = pickle.loads(pickled)
+    assert isinstance(error, CustomError) and str(error) == "no good"
+    assert "in user_function" in traceback_text
+    assert "airflow_ray/cluster/remote_call.py" not in traceback_text
+    assert traceback_text.rstrip().endswith("CustomError: no good")
+
+
+def test_unpicklable_exception_sends_the_traceback_only():
+    class Unpicklable(Exception):
+        def __reduce__(self):
+            raise TypeError("cannot pickle this")
+
+    def fail():
+        raise Unpicklable("x")
+
+    *_, (kind, pickled, traceback_text) = events(fail)
+    assert kind == "error" and pickled is None and "Unpicklable" in traceback_text
+
+
+def test_coroutine_functions_are_awaited():
+    async def compute(x):
+        await asyncio.sleep(0.01)
+        return x + 1
+
+    assert events(compute, 1)[-1] == 2
+
+
+@pytest.mark.parametrize("exit_error", [SystemExit(3), KeyboardInterrupt()])
+def test_base_exceptions_are_reported_not_swallowed(exit_error):
+    def leave():
+        raise exit_error
+
+    assert events(leave)[-1][0] == "error"

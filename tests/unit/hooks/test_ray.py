@@ -1,0 +1,79 @@
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+
+from airflow_ray.cluster.address import AddressKind
+from airflow_ray.exceptions import RayConfigurationError
+from airflow_ray.hooks.ray import RayHook
+
+
+@pytest.fixture
+def conn_env():
+    names = []
+
+    def set_conn(conn_id, **fields):
+        name = f"AIRFLOW_CONN_{conn_id.upper()}"
+        os.environ[name] = json.dumps({"conn_type": "ray", **fields})
+        names.append(name)
+
+    yield set_conn
+    for name in names:
+        os.environ.pop(name, None)
+
+
+def test_constructor_reads_nothing(conn_env):
+    hook = RayHook("ray_never_created")
+    assert hook.ray_conn_id == "ray_never_created"
+    assert "settings" not in hook.__dict__
+
+
+def test_missing_default_connection_means_embedded():
+    settings = RayHook().settings
+    assert settings.address.kind is AddressKind.EMBEDDED
+    assert settings.namespace == "airflow"
+
+
+def test_connection_fields(conn_env):
+    conn_env(
+        "ray_full",
+        host="ray://head",
+        port=10001,
+        password="s3cret",
+        extra={
+            "namespace": "ml",
+            "runtime_env": '{"pip": ["xgboost"]}',
+            "init_kwargs": {"logging_level": "warning"},
+        },
+    )
+    settings = RayHook("ray_full").settings
+    assert settings.address.ray_init_address() == "ray://head:10001"
+    assert settings.namespace == "ml"
+    assert settings.token == "s3cret"
+    assert settings.runtime_env == {"pip": ["xgboost"]}
+    assert settings.init_kwargs == {"logging_level": "warning"}
+    assert "s3cret" not in repr(settings)
+
+
+def test_bad_runtime_env_json_names_the_connection(conn_env):
+    conn_env("ray_badjson", host="head", extra={"runtime_env": "{pip: x}"})
+    with pytest.raises(
+        RayConfigurationError, match="connection 'ray_badjson' field runtime_env is not valid JSON"
+    ):
+        RayHook("ray_badjson").settings
+
+
+def test_missing_named_connection_is_an_error():
+    with pytest.raises(RayConfigurationError, match="'ray_nope' does not exist"):
+        RayHook("ray_nope").settings
+
+
+def test_connect_timeout_comes_from_config(monkeypatch):
+    monkeypatch.setenv("AIRFLOW__RAY__CONNECT_TIMEOUT", "7")
+    assert RayHook().connect_timeout == 7.0
+    monkeypatch.setenv("AIRFLOW__RAY__CONNECT_TIMEOUT", "-2")
+    with pytest.raises(RayConfigurationError, match="connect_timeout = '-2'"):
+        RayHook().connect_timeout
+    assert RayHook(connect_timeout=3).connect_timeout == 3

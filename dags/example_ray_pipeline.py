@@ -27,7 +27,7 @@ def report(summary: dict, label: str) -> str:
     tags=["ray", "example"],
 )
 def example_ray_pipeline():
-    @task.ray(num_cpus="{{ params.cpus }}")
+    @task.ray(num_cpus="{{ params.cpus }}", show_return_value_in_logs=False)
     def generate(rows: int, seed: int) -> list[float]:
         import random
 

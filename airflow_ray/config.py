@@ -70,3 +70,30 @@ def embedded_object_store_memory() -> int | None:
     """Bytes of object store of the embedded head (default: Ray's, 30% of RAM)."""
     value = _positive_float("embedded_object_store_memory", None)
     return None if value is None else int(value)
+
+
+DEFAULT_KEEP_RUNS = 3
+DEFAULT_PIN_TTL = 24 * 3600.0
+
+
+def keep_runs() -> int:
+    """How many newest runs of each DAG keep their results pinned in the cluster (default 3)."""
+    value = _positive_float("keep_runs", DEFAULT_KEEP_RUNS)
+    assert value is not None
+    return int(value)
+
+
+def pin_ttl() -> float:
+    """Seconds after which a pinned result is released whatever happens (default one day)."""
+    value = _positive_float("pin_ttl", DEFAULT_PIN_TTL)
+    assert value is not None
+    return value
+
+
+def xcom_backend_is_ray() -> bool:
+    """Whether Airflow is configured with :class:`~airflow_ray.xcom.backend.RayXComBackend` (or a subclass)."""
+    from airflow.sdk.execution_time.xcom import XCom
+
+    from airflow_ray.xcom.backend import RayXComBackend
+
+    return isinstance(XCom, type) and issubclass(XCom, RayXComBackend)

@@ -33,3 +33,7 @@ class RemoteCallableError(AirflowRayError):
 
     The remote traceback is part of the message.
     """
+
+
+class RayObjectLostError(AirflowRayError):
+    """An XCom reference points to an object that is no longer in the Ray cluster."""

@@ -9,8 +9,14 @@ The task is a Ray streaming generator. It yields, in order:
 - ``("output", text)`` for what the callable printed or logged, every ``FLUSH_INTERVAL``
   seconds while it runs;
 - then either ``("error", pickled_exception_or_None, remote_traceback)``, or
-  ``("return", None)`` followed by the return value itself as the generator's last item, so
-  the caller can keep that value in the cluster without fetching it.
+  ``("return", meta)`` followed by the return value itself as the generator's last item, so
+  the caller can keep that value in the cluster without fetching it. ``meta`` describes the
+  value (type, size, shape ...). With ``split_dict`` and a dict result, ``meta["split_keys"]``
+  lists the keys and each value follows as an item of its own, in that order.
+
+Inputs that are already in the cluster arrive as extra positional task arguments (so Ray
+resolves them here, zero-copy where it can); :class:`RefSlot` markers in ``args`` and ``kwargs``
+say where each one goes.
 """
 
 from __future__ import annotations
@@ -104,8 +110,71 @@ def _pickled_exception(error: BaseException) -> bytes | None:
             return None
 
 
-def run_streaming(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Iterator[Any]:
+class RefSlot:
+    """Stands in an argument for the ``index``-th input ObjectRef of the task."""
+
+    __slots__ = ("index",)
+
+    def __init__(self, index: int) -> None:
+        self.index = index
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (RefSlot, (self.index,))
+
+
+def fill_slots(value: Any, inputs: tuple[Any, ...]) -> Any:
+    """``value`` with every :class:`RefSlot` inside lists, tuples and dicts replaced by its input."""
+    if isinstance(value, RefSlot):
+        return inputs[value.index]
+    if isinstance(value, list):
+        return [fill_slots(item, inputs) for item in value]
+    if isinstance(value, tuple):
+        return tuple(fill_slots(item, inputs) for item in value)
+    if isinstance(value, dict):
+        return {key: fill_slots(item, inputs) for key, item in value.items()}
+    return value
+
+
+def describe(value: Any) -> dict[str, Any]:
+    """A small, readable description of a value: type, size in bytes, shape, rows, columns."""
+    kind = type(value)
+    meta: dict[str, Any] = {"type": f"{kind.__module__}.{kind.__qualname__}".removeprefix("builtins.")}
+    try:
+        if hasattr(value, "nbytes") and hasattr(value, "shape") and hasattr(value, "dtype"):  # numpy
+            meta.update(size_bytes=int(value.nbytes), shape=list(value.shape), dtype=str(value.dtype))
+        elif hasattr(value, "num_rows") and hasattr(value, "column_names"):  # pyarrow Table / RecordBatch
+            meta.update(
+                size_bytes=int(value.nbytes), rows=int(value.num_rows), columns=list(value.column_names)
+            )
+        elif hasattr(value, "memory_usage") and hasattr(value, "columns"):  # pandas DataFrame
+            meta.update(
+                size_bytes=int(value.memory_usage(index=True, deep=False).sum()),
+                rows=len(value),
+                columns=[str(c) for c in value.columns],
+            )
+        elif isinstance(value, (bytes, bytearray, memoryview)):
+            meta.update(size_bytes=len(value))
+        else:
+            sizes: list[int] = []
+            head = pickle.dumps(value, protocol=5, buffer_callback=lambda buf: sizes.append(buf.raw().nbytes))
+            meta.update(size_bytes=len(head) + sum(sizes))
+            if isinstance(value, (list, tuple, dict, set, str)):
+                meta["length"] = len(value)
+    except Exception:  # noqa: BLE001 - a description is best effort, never a failure
+        meta.setdefault("size_bytes", None)
+    return meta
+
+
+def run_streaming(
+    fn: Callable[..., Any],
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    split_dict: bool = False,
+    *inputs: Any,
+) -> Iterator[Any]:
     """Run ``fn(*args, **kwargs)`` and stream its output; the Ray task body."""
+    if inputs:
+        args, kwargs = fill_slots(args, inputs), fill_slots(kwargs, inputs)
     sink: queue.SimpleQueue[str] = queue.SimpleQueue()
     outcome: dict[str, Any] = {}
 
@@ -153,5 +222,14 @@ def run_streaming(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[st
     if "error" in outcome:
         yield ("error", _pickled_exception(outcome["error"]), outcome["traceback"])
         return
-    yield ("return", None)
-    yield outcome["value"]
+    value = outcome["value"]
+    if split_dict and isinstance(value, dict) and all(isinstance(key, str) for key in value):
+        keys = list(value)
+        yield (
+            "return",
+            {**describe(value), "split_keys": keys, "split_meta": {k: describe(value[k]) for k in keys}},
+        )
+        yield from (value[key] for key in keys)
+        return
+    yield ("return", describe(value))
+    yield value

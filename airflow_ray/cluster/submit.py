@@ -7,14 +7,14 @@ import os
 import pickle
 import sys
 import sysconfig
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from functools import cache
 from typing import Any
 
 from airflow_ray.exceptions import RayConfigurationError, RayTaskFailedError, RemoteCallableError
 
-_REMOTE_CALL_MODULE = "airflow_ray.cluster.remote_call"
+_BY_VALUE_MODULES = ("airflow_ray.cluster.remote_call", "airflow_ray.cluster.owner")
 _POLL_INTERVAL = 0.5
 
 
@@ -160,7 +160,7 @@ def register_by_value() -> None:
         _seen_modules.add(name)
         if name == "__main__":
             continue
-        registered = name == _REMOTE_CALL_MODULE or (
+        registered = name in _BY_VALUE_MODULES or (
             not name.startswith("airflow_ray") and _outside_environment(module)
         )
         if registered:
@@ -170,72 +170,63 @@ def register_by_value() -> None:
                 continue  # a module object not (or no longer) in sys.modules under its name
 
 
-@cache
-def _remote_run() -> Any:
-    import ray
-
-    from airflow_ray.cluster import remote_call
-
-    return ray.remote(remote_call.run_streaming)
-
-
 @dataclass
 class RemoteCall:
-    """A callable running as a Ray task; iterate :meth:`follow` to stream its output."""
+    """A callable running as a Ray task submitted by the owner actor; :meth:`follow` streams it."""
 
     name: str
-    _generator: Any
+    owner: Any
+    call_id: str
 
-    def follow(self, on_output: Callable[[str], None], log: logging.Logger | Any) -> Any:
-        """Pass output to ``on_output`` as it arrives; return the callable's result ObjectRef.
+    def follow(self, on_output: Callable[[str], None], log: logging.Logger | Any) -> dict[str, Any]:
+        """Pass output to ``on_output`` as it arrives; return the description of the result.
 
         :param log: where the remote traceback of a failed callable is logged.
-
         :raises: the callable's own exception, re-raised, when it failed;
             :class:`RemoteCallableError` when that exception cannot be rebuilt here;
             :class:`RayTaskFailedError` when the task failed outside the callable.
         """
         import ray
 
-        try:
-            for event in self._events():
-                kind = event[0]
-                if kind == "output":
-                    on_output(event[1])
-                elif kind == "error":
-                    _raise_remote_error(self.name, event[1], event[2], log)
-                elif kind == "return":
-                    return next(self._generator)
-        except ray.exceptions.TaskCancelledError as err:
-            raise RayTaskFailedError(f"The Ray task {self.name} was cancelled.") from err
-        except ray.exceptions.RayError as err:
-            raise RayTaskFailedError(
-                f"The Ray task {self.name} failed outside the callable: {type(err).__name__}: {err}"
-            ) from err
-        raise RayTaskFailedError(f"The Ray task {self.name} ended without a result.")
+        offset = 0
+        while True:
+            # A short long-poll returns to Python between calls, so that signal handlers
+            # (Airflow's execution_timeout, SIGTERM) run while a long task is silent.
+            try:
+                reply = ray.get(self.owner.poll.remote(self.call_id, offset, _POLL_INTERVAL))
+            except ray.exceptions.RayActorError as err:
+                raise RayTaskFailedError(
+                    f"The owner actor of Ray task {self.name} died while the task ran: {err}"
+                ) from err
+            for text in reply["output"]:
+                on_output(text)
+            offset = reply["offset"]
+            if reply["state"] == "running":
+                continue
+            if reply["state"] == "done":
+                return dict(reply["meta"])
+            error = reply.get("error") or ("ray", None, "the owner actor lost track of it")
+            if error[0] == "callable":
+                _raise_remote_error(self.name, error[1], error[2], log)
+            raise RayTaskFailedError(f"The Ray task {self.name} failed outside the callable: {error[2]}")
 
-    def _events(self) -> Iterator[tuple[Any, ...]]:
+    def take(self) -> Any:
+        """The result's ObjectRef (or ``{key: ObjectRef}``); the owner forgets the call."""
         import ray
 
-        # Waiting in short slices returns to Python between them, so that signal handlers
-        # (Airflow's execution_timeout, SIGTERM) run while a long task is silent.
-        while True:
-            ready, _ = ray.wait([self._generator], timeout=_POLL_INTERVAL)
-            if not ready:
-                continue
-            try:
-                ref = next(self._generator)
-            except StopIteration:
-                return
-            yield ray.get(ref)
+        return ray.get(self.owner.take.remote(self.call_id))[0]
+
+    def forget(self) -> None:
+        """Let the owner drop the call (its result stays only where it was pinned)."""
+        self.owner.take.remote(self.call_id)
 
     def cancel(self) -> None:
         """Stop the task, killing its worker process (a callable cannot be interrupted softly)."""
         import ray
 
         try:
-            ray.cancel(self._generator, force=True)
-        except (ray.exceptions.RayError, TypeError, ValueError) as err:
+            ray.get(self.owner.cancel.remote(self.call_id), timeout=10)
+        except (ray.exceptions.RayError, TimeoutError) as err:
             logging.getLogger(__name__).warning("Could not cancel Ray task %s: %s", self.name, err)
 
 
@@ -255,26 +246,47 @@ def _raise_remote_error(name: str, pickled: bytes | None, remote_traceback: str,
 
 
 def submit(
+    owner: Any,
     fn: Callable[..., Any],
     args: tuple[Any, ...],
     kwargs: dict[str, Any],
     *,
     name: str,
     options: dict[str, Any],
+    inputs: list[Any] | None = None,
+    pin: bool = False,
+    producer: dict[str, Any] | None = None,
+    split_dict: bool = False,
 ) -> RemoteCall:
-    """Start ``fn(*args, **kwargs)`` as a Ray task with ``options`` (``.options()`` keywords)."""
+    """Have ``owner`` start ``fn(*args, **kwargs)`` as a Ray task with ``options``.
+
+    :param inputs: ObjectRefs that ``RefSlot`` markers in ``args``/``kwargs`` stand for.
+    :param pin: keep the result pinned under its XCom key, ``producer`` (each value of a dict
+        result under its own key with ``split_dict``).
+    """
+    import ray
+
     register_by_value()
-    task_options = {**options, "num_returns": "streaming", "name": name}
+    task_options = {**options, "name": name}
     try:
-        remote = _remote_run().options(**task_options)
-    except (TypeError, ValueError) as err:
-        raise RayConfigurationError(f"Ray refused the options {options!r} of task {name}: {err}") from err
-    try:
-        generator = remote.remote(fn, tuple(args), dict(kwargs))
-    except (TypeError, pickle.PicklingError) as err:
+        call_id = ray.get(
+            owner.submit.remote(
+                fn,
+                tuple(args),
+                dict(kwargs),
+                list(inputs or []),
+                task_options,
+                pin,
+                producer or {},
+                split_dict,
+            )
+        )
+    except (TypeError, ValueError, pickle.PicklingError) as err:
         raise RayConfigurationError(
-            f"The callable or arguments of task {name} cannot be sent to Ray: {err}. Pass values "
-            f"that pickle (no open files, locks, clients or database sessions), or create them "
-            f"inside the callable."
+            f"Task {name} cannot be sent to Ray: {err}. Check ray_remote_args {options!r}, and pass "
+            f"values that pickle (no open files, locks, clients or database sessions), or create "
+            f"them inside the callable."
         ) from err
-    return RemoteCall(name, generator)
+    except ray.exceptions.RayTaskError as err:
+        raise RayConfigurationError(f"Ray refused task {name} with options {options!r}: {err}") from err
+    return RemoteCall(name, owner, call_id)

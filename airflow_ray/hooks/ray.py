@@ -129,7 +129,7 @@ class RayHook(BaseHook):
         settings = self.settings
         deadline = time.monotonic() + self.connect_timeout
         address, token = self._resolve_address(settings)
-        key = (address, settings.namespace, token or "", json.dumps(settings.runtime_env, sort_keys=True))
+        key = (address, settings.namespace, token or "", json.dumps(settings.init_kwargs, sort_keys=True))
         if ray.is_initialized() and _connected == key:
             return ray
         if ray.is_initialized():
@@ -151,8 +151,6 @@ class RayHook(BaseHook):
             "log_to_driver": False,
             **settings.init_kwargs,
         }
-        if settings.runtime_env:
-            init_kwargs["runtime_env"] = settings.runtime_env
         connect.init_bounded(init_kwargs, where=where, timeout=_left(deadline))
         _connected = key
         self.log.info("Connected to the Ray cluster of %s", where)
@@ -180,6 +178,16 @@ class RayHook(BaseHook):
             f"{resources.get('CPU', 0):g} CPU, {resources.get('GPU', 0):g} GPU."
         )
 
+    def owner(self, namespace: str | None = None) -> Any:
+        """The cluster's owner actor (see :mod:`airflow_ray.cluster.owner`), created on first use."""
+        from airflow_ray import config
+        from airflow_ray.cluster.owner import get_owner
+        from airflow_ray.cluster.submit import register_by_value
+
+        self.get_conn()
+        register_by_value()
+        return get_owner(namespace or self.settings.namespace, config.keep_runs(), config.pin_ttl())
+
     def submit(
         self,
         fn: Callable[..., Any],
@@ -190,21 +198,38 @@ class RayHook(BaseHook):
         resources: Any,
         runtime_env: dict[str, Any] | None = None,
         remote_args: dict[str, Any] | None = None,
+        inputs: list[Any] | None = None,
+        pin: bool = False,
+        producer: dict[str, Any] | None = None,
+        split_dict: bool = False,
     ) -> Any:
-        """Run ``fn(*args, **kwargs)`` as a Ray task; return a :class:`~airflow_ray.cluster.submit.RemoteCall`.
+        """Run ``fn(*args, **kwargs)`` as a Ray task submitted (and owned) by the owner actor.
 
         :param resources: a :class:`~airflow_ray.cluster.submit.TaskResources`.
         :param runtime_env: merged over the connection's default runtime_env.
         :param remote_args: any other ``.options()`` keyword.
+        :return: a :class:`~airflow_ray.cluster.submit.RemoteCall`.
         """
         from airflow_ray.cluster import submit
 
-        self.get_conn()
+        owner = self.owner()
         submit.check_feasible(resources, where=self.describe())
         options = {**resources.as_options(), **(remote_args or {})}
-        if runtime_env:
-            options["runtime_env"] = {**self.settings.runtime_env, **runtime_env}
-        return submit.submit(fn, args, kwargs, name=name, options=options)
+        env = {**self.settings.runtime_env, **(runtime_env or {})}
+        if env:
+            options["runtime_env"] = env
+        return submit.submit(
+            owner,
+            fn,
+            args,
+            kwargs,
+            name=name,
+            options=options,
+            inputs=inputs,
+            pin=pin,
+            producer=producer,
+            split_dict=split_dict,
+        )
 
 
 def _left(deadline: float) -> float:

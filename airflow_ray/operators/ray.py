@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from airflow.providers.standard.operators.python import PythonOperator
@@ -12,6 +12,7 @@ from airflow.sdk.bases.decorator import KeywordParameters
 from airflow_ray.exceptions import RayConfigurationError
 
 if TYPE_CHECKING:
+    import jinja2
     from airflow.sdk import Context
 
     from airflow_ray.cluster.submit import RemoteCall
@@ -124,6 +125,7 @@ class RayPythonOperator(PythonOperator):
         self.ray_conn_id = ray_conn_id
         self._remote_call: RemoteCall | None = None
         self._ray_task_name = ""
+        self._producer: dict[str, Any] = {}
 
     @property
     def is_async(self) -> bool:
@@ -133,9 +135,41 @@ class RayPythonOperator(PythonOperator):
     def execute(self, context: Context) -> Any:
         ti = context["ti"]
         map_index = getattr(ti, "map_index", -1)
-        suffix = f"[{map_index}]" if map_index is not None and map_index >= 0 else ""
+        map_index = -1 if map_index is None else map_index
+        suffix = f"[{map_index}]" if map_index >= 0 else ""
         self._ray_task_name = f"{ti.dag_id}.{ti.task_id}{suffix}"
+        self._producer = {
+            "dag_id": ti.dag_id,
+            "run_id": ti.run_id,
+            "task_id": ti.task_id,
+            "map_index": map_index,
+            "key": "return_value",
+        }
         return super().execute(context)
+
+    def _do_render_template_fields(
+        self,
+        parent: Any,
+        template_fields: Iterable[str],
+        context: Context,
+        jinja_env: jinja2.Environment,
+        seen_oids: set[int],
+    ) -> None:
+        """Render the callable's arguments so that XComs kept in Ray stay references.
+
+        The object is then handed to the Ray task inside the cluster; every other field (and
+        every other operator) gets the value itself.
+        """
+        if parent is not self:
+            return super()._do_render_template_fields(parent, template_fields, context, jinja_env, seen_oids)
+        from airflow_ray.xcom.reference import ray_consumer
+
+        fields = list(template_fields)
+        arguments = [name for name in fields if name in _ARGUMENT_FIELDS]
+        with ray_consumer():
+            super()._do_render_template_fields(parent, arguments, context, jinja_env, seen_oids)
+        rest = [name for name in fields if name not in _ARGUMENT_FIELDS]
+        super()._do_render_template_fields(parent, rest, context, jinja_env, seen_oids)
 
     def determine_kwargs(self, context: Mapping[str, Any]) -> Mapping[str, Any]:
         user_keys = set(self.op_kwargs)
@@ -160,6 +194,7 @@ class RayPythonOperator(PythonOperator):
         return KeywordParameters.determine(self.python_callable, self.op_args, shippable).unpacking()
 
     def execute_callable(self) -> Any:
+        from airflow_ray import config
         from airflow_ray.cluster.submit import TaskResources, _mapping
         from airflow_ray.hooks.ray import RayHook
 
@@ -167,22 +202,38 @@ class RayPythonOperator(PythonOperator):
         resources = TaskResources.from_arguments(
             num_cpus=self.num_cpus, num_gpus=self.num_gpus, memory=self.memory, resources=self.ray_resources
         )
+        args, kwargs, inputs = self._hand_over_inputs(hook)
+        # Results stay in the cluster when the Ray XCom backend will store them, unless a mapped
+        # task expands over them (Airflow needs the list itself to count the expansion).
+        keep = (
+            config.xcom_backend_is_ray()
+            and self.do_xcom_push
+            and next(self.iter_mapped_dependants(), None) is None
+        )
+        split = bool(getattr(self, "multiple_outputs", False))
         name = self._ray_task_name or self.task_id
         self._remote_call = hook.submit(
             self.python_callable,
-            tuple(self.op_args),
-            dict(self.op_kwargs),
+            args,
+            kwargs,
             name=name,
             resources=resources,
             runtime_env=dict(_mapping("runtime_env", self.runtime_env)),
             remote_args=dict(_mapping("ray_remote_args", self.ray_remote_args)),
+            inputs=inputs,
+            pin=keep,
+            producer=self._producer,
+            split_dict=split,
         )
         self.log.info(
-            "Submitted Ray task %s with %s", name, resources.as_options() or "Ray's default resources"
+            "Submitted Ray task %s with %s%s",
+            name,
+            resources.as_options() or "Ray's default resources",
+            f" and {len(inputs)} input(s) handed over inside the cluster" if inputs else "",
         )
         lines = _LineLogger(self.log)
         try:
-            result_ref = self._remote_call.follow(lines.write, self.log)
+            meta = self._remote_call.follow(lines.write, self.log)
         except BaseException:
             # Interrupted here (execution_timeout, SIGTERM) the Ray task must not run on; after
             # a remote failure it has already ended and cancelling it changes nothing.
@@ -190,9 +241,59 @@ class RayPythonOperator(PythonOperator):
             raise
         finally:
             lines.close()
+        if keep:
+            self._remote_call.forget()
+            return self._references(hook, meta)
         import ray
 
-        return ray.get(result_ref)
+        result = self._remote_call.take()
+        if isinstance(result, dict):
+            return {key: ray.get(ref) for key, ref in result.items()}
+        return ray.get(result)
+
+    def _references(self, hook: Any, meta: dict[str, Any]) -> Any:
+        from airflow_ray.xcom.reference import RayXComReference
+
+        namespace = hook.settings.namespace
+        if "split_keys" in meta:
+            return {
+                key: RayXComReference(
+                    self.ray_conn_id, namespace, {**self._producer, "key": key}, meta["split_meta"][key]
+                )
+                for key in meta["split_keys"]
+            }
+        return RayXComReference(self.ray_conn_id, namespace, dict(self._producer), meta)
+
+    def _hand_over_inputs(self, hook: Any) -> tuple[tuple[Any, ...], dict[str, Any], list[Any]]:
+        """Replace XCom references in the arguments by slots for their ObjectRefs.
+
+        A reference to another cluster (another connection) cannot be handed over inside this
+        one: its value is fetched instead.
+        """
+        from airflow_ray.cluster.remote_call import RefSlot
+        from airflow_ray.xcom.reference import Opaque, RayXComReference, transform, unwrap
+        from airflow_ray.xcom.resolve import object_refs
+
+        found: list[RayXComReference] = []
+        slots: dict[str, int] = {}
+
+        def to_slot(node: Any) -> Any:
+            reference = node if isinstance(node, RayXComReference) else None
+            if isinstance(node, str):
+                reference = RayXComReference.from_token(node)
+            if reference is None:
+                return None
+            if reference.conn_id != self.ray_conn_id:
+                return Opaque(reference.materialize())
+            if reference.pin not in slots:
+                slots[reference.pin] = len(found)
+                found.append(reference)
+            return RefSlot(slots[reference.pin])
+
+        args = transform(tuple(self.op_args), to_slot)
+        kwargs = transform(dict(self.op_kwargs), to_slot)
+        inputs = object_refs(found) if found else []
+        return unwrap(args), unwrap(kwargs), inputs
 
     def on_kill(self) -> None:
         if self._remote_call is not None:
@@ -205,6 +306,9 @@ def _plain(key: str, value: Any) -> Any:
     if key == "params" and hasattr(value, "dump"):
         return dict(value.dump())
     return value
+
+
+_ARGUMENT_FIELDS = frozenset({"op_args", "op_kwargs", "templates_dict"})
 
 
 class _LineLogger:

@@ -1,1 +1,4 @@
-"""The Ray XCom backend (keeps results in the cluster's object store); not built yet."""
+"""The Ray XCom backend: results stay in the Ray cluster, the XCom row holds a small reference.
+
+Enable it with ``AIRFLOW__CORE__XCOM_BACKEND=airflow_ray.xcom.backend.RayXComBackend``.
+"""

@@ -26,7 +26,7 @@ setup(
         "pyarrow>=14",
     ],
     extras_require={
-        "tests": ["pytest>=8", "pytest-timeout>=2.3"],
+        "tests": ["pytest>=8", "pytest-timeout>=2.3", "numpy", "pandas"],
         "dev": ["ruff>=0.6", "mypy>=1.10", "tox>=4"],
     },
     entry_points={

@@ -27,11 +27,13 @@ os.environ.update(
         "AIRFLOW__CORE__DAGS_FOLDER": str(_DAGS),
         "AIRFLOW__CORE__LOAD_EXAMPLES": "false",
         "AIRFLOW__CORE__UNIT_TEST_MODE": "false",
+        # The product's configuration: results of Ray tasks stay in the cluster.
+        "AIRFLOW__CORE__XCOM_BACKEND": "airflow_ray.xcom.backend.RayXComBackend",
         "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{_HOME / 'airflow.db'}",
         "AIRFLOW__RAY__EMBEDDED_DIR": str(_HOME / "ray"),
         # Four logical CPUs on a two-core machine: enough for a 2-CPU task beside others.
         "AIRFLOW__RAY__EMBEDDED_NUM_CPUS": "4",
-        "AIRFLOW__RAY__EMBEDDED_OBJECT_STORE_MEMORY": str(300 * 1024 * 1024),
+        "AIRFLOW__RAY__EMBEDDED_OBJECT_STORE_MEMORY": str(3 * 1024**3),
         "RAY_USAGE_STATS_ENABLED": "0",
     }
 )

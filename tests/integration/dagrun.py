@@ -37,7 +37,17 @@ def task_states(dag_run: Any) -> dict[str, str]:
 
 
 def xcom(dag_run: Any, task_id: str, map_index: int = -1, key: str = "return_value") -> Any:
-    """The XCom value a task of the run pushed, as stored by Airflow's default backend."""
+    """The value a task of the run pushed, fetched from the Ray cluster where it is kept there."""
+    from airflow_ray.xcom.reference import Opaque, RayXComReference, is_reference_json, transform, unwrap
+
+    def fetch(node: Any) -> Any:
+        return Opaque(RayXComReference.from_json(node).materialize()) if is_reference_json(node) else None
+
+    return unwrap(transform(xcom_row(dag_run, task_id, map_index, key), fetch))
+
+
+def xcom_row(dag_run: Any, task_id: str, map_index: int = -1, key: str = "return_value") -> Any:
+    """What the XCom row of a task of the run holds (the metadata DB's JSON, deserialized)."""
     from airflow.models.xcom import XComModel
     from airflow.utils.session import create_session
 

@@ -1,0 +1,209 @@
+"""RayXComBackend in real Airflow runs: results stay in the cluster, references in the DB."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+
+import numpy as np
+import pendulum
+import psutil
+import pytest
+from airflow.providers.standard.operators.bash import BashOperator
+from airflow.sdk import DAG, task
+
+from airflow_ray.exceptions import RayObjectLostError
+from airflow_ray.operators.ray import RayPythonOperator
+from airflow_ray.xcom.backend import RayXComBackend
+from airflow_ray.xcom.reference import RayXComReference
+from tests.integration.dagrun import run_dag, task_states, xcom, xcom_row
+
+pytestmark = pytest.mark.integration
+
+START = pendulum.datetime(2026, 1, 1, tz="UTC")
+MB = 1024 * 1024
+
+
+def make_array(mb: int) -> np.ndarray:
+    return np.arange(mb * MB // 8, dtype=np.float64)
+
+
+def checksum(array: np.ndarray) -> list:
+    return [float(array[0]), float(array[-1]), int(array.size), bool(array.flags.writeable)]
+
+
+def test_reference_is_small_readable_and_names_the_producer(ray_cluster):
+    import pandas as pd
+    import pyarrow as pa
+
+    def frame():
+        return pd.DataFrame({f"a_fairly_long_column_name_{i}": range(1000) for i in range(100)})
+
+    with DAG("x_reference", schedule=None, start_date=START) as dag:
+        RayPythonOperator(task_id="array", python_callable=make_array, op_args=[16])
+        RayPythonOperator(task_id="table", python_callable=lambda: pa.table({"a": [1, 2, 3], "b": ["x", "y", "z"]}))
+        RayPythonOperator(task_id="frame", python_callable=frame)
+    dag_run = run_dag(dag)
+    assert set(task_states(dag_run).values()) == {"success"}
+
+    row = xcom_row(dag_run, "array")
+    assert len(json.dumps(row)) < 1024
+    assert row["type"] == "numpy.ndarray" and row["dtype"] == "float64"
+    assert row["size_bytes"] == 16 * MB and row["size"] == "16.0 MB" and row["shape"] == [2 * MB]
+    assert row["producer"] == {
+        "dag_id": "x_reference",
+        "run_id": dag_run.run_id,
+        "task_id": "array",
+        "map_index": -1,
+        "key": "return_value",
+    }
+    table = xcom_row(dag_run, "table")
+    assert table["type"] == "pyarrow.lib.Table" and table["rows"] == 3 and table["columns"] == ["a", "b"]
+    wide = xcom_row(dag_run, "frame")
+    assert len(json.dumps(wide)) < 1024
+    assert wide["type"] == "pandas.DataFrame" and wide["rows"] == 1000 and wide["columns_total"] == 100
+    assert np.array_equal(xcom(dag_run, "array"), make_array(16))
+
+
+def test_mixed_dag_ray_python_bash_ray(ray_cluster, capfd):
+    with DAG("x_mixed", schedule=None, start_date=START) as dag:
+        produced = RayPythonOperator(task_id="produce", python_callable=make_array, op_args=[8])
+
+        @task
+        def plain_sum(array) -> float:
+            assert isinstance(array, np.ndarray), type(array)
+            return float(array.sum())
+
+        total = plain_sum(produced.output)
+        bash = BashOperator(task_id="bash", bash_command="echo 'size={{ ti.xcom_pull(task_ids=\"produce\") | length }}'")
+
+        @task.ray
+        def combine(array, total: float) -> list:
+            return [float(array.sum()) == total, *checksum(array)]
+
+        combined = combine(produced.output, total)
+        produced >> bash >> combined
+    dag_run = run_dag(dag)
+    assert set(task_states(dag_run).values()) == {"success"}, task_states(dag_run)
+    out = capfd.readouterr().out
+    assert f"size={MB}" in out
+    assert xcom_row(dag_run, "plain_sum") == float(make_array(8).sum())  # a plain value, stored as usual
+    # The Ray consumer got the array from the object store: read-only, zero-copy.
+    assert xcom(dag_run, "combine") == [True, 0.0, float(MB - 1), MB, False]
+    assert "1 input(s) handed over inside the cluster" in out
+
+
+def test_templated_xcom_pull_hands_over_the_object(ray_cluster, capfd):
+    with DAG("x_template", schedule=None, start_date=START) as dag:
+        produced = RayPythonOperator(task_id="produce", python_callable=make_array, op_args=[4])
+        consumed = RayPythonOperator(
+            task_id="consume",
+            python_callable=lambda array, label: [label, *checksum(array)],
+            op_kwargs={"array": "{{ ti.xcom_pull(task_ids='produce') }}", "label": "{{ params.get('x', 'L') }}"},
+        )
+        produced >> consumed
+    dag_run = run_dag(dag)
+    assert xcom(dag_run, "consume") == ["L", 0.0, float(MB / 2 - 1), MB // 2, False]
+    assert "1 input(s) handed over inside the cluster" in capfd.readouterr().out
+
+
+def test_multiple_outputs_and_mapped_tasks_get_a_reference_each(ray_cluster):
+    with DAG("x_multi", schedule=None, start_date=START) as dag:
+
+        @task.ray(multiple_outputs=True)
+        def split() -> dict:
+            return {"train": make_array(2), "test": make_array(1)}
+
+        @task.ray
+        def size(array) -> int:
+            return int(array.size)
+
+        parts = split()
+        size.override(task_id="train_size")(parts["train"])
+        size.override(task_id="test_size")(parts["test"])
+
+        @task.ray
+        def scaled(factor: int):
+            return make_array(1) * factor
+
+        scaled.expand(factor=[1, 2, 3])
+    dag_run = run_dag(dag)
+    assert set(task_states(dag_run).values()) == {"success"}, task_states(dag_run)
+    train, test = xcom_row(dag_run, "split", key="train"), xcom_row(dag_run, "split", key="test")
+    assert train["producer"]["key"] == "train" and train["size_bytes"] == 2 * MB
+    assert test["producer"]["key"] == "test" and test["size_bytes"] == MB
+    assert xcom(dag_run, "train_size") == 2 * MB // 8 and xcom(dag_run, "test_size") == MB // 8
+    rows = [xcom_row(dag_run, "scaled", i) for i in range(3)]
+    assert [r["producer"]["map_index"] for r in rows] == [0, 1, 2]
+    assert [float(xcom(dag_run, "scaled", i)[-1]) for i in range(3)] == [float(MB // 8 - 1) * f for f in (1, 2, 3)]
+
+
+def test_values_pushed_by_plain_tasks_reach_ray_tasks(ray_cluster):
+    with DAG("x_plain_in", schedule=None, start_date=START) as dag:
+
+        @task
+        def config() -> dict:
+            return {"rows": 5, "name": "plain"}
+
+        @task.ray
+        def use(cfg: dict) -> str:
+            return f"{cfg['name']}:{cfg['rows']}"
+
+        use(config())
+    dag_run = run_dag(dag)
+    assert xcom_row(dag_run, "config") == {"rows": 5, "name": "plain"}
+    assert xcom(dag_run, "use") == "plain:5"
+
+
+def test_two_gigabytes_pass_without_touching_the_worker_memory(ray_cluster):
+    """The Airflow worker (this process runs every task) stays flat while 2 GB move between tasks."""
+
+    def big() -> np.ndarray:
+        return np.ones(2 * 1024 * MB // 8, dtype=np.float64)
+
+    with DAG("x_big", schedule=None, start_date=START) as dag:
+        produced = RayPythonOperator(task_id="produce", python_callable=big)
+        RayPythonOperator(task_id="consume", python_callable=lambda a: float(a.sum()), op_args=[produced.output])
+
+    me = psutil.Process()
+    baseline = me.memory_info().rss
+    peak = [baseline]
+    done = threading.Event()
+
+    def sample() -> None:
+        while not done.is_set():
+            peak[0] = max(peak[0], me.memory_info().rss)
+            time.sleep(0.02)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    try:
+        dag_run = run_dag(dag)
+    finally:
+        done.set()
+        sampler.join()
+    assert task_states(dag_run) == {"produce": "success", "consume": "success"}
+    assert xcom_row(dag_run, "produce")["size_bytes"] == 2 * 1024 * MB
+    assert xcom(dag_run, "consume") == float(2 * 1024 * MB // 8)
+    grown = (peak[0] - baseline) / MB
+    assert grown < 200, f"the worker grew by {grown:.0f} MB while 2 GB passed"
+
+
+def test_purge_releases_the_pin_and_a_released_object_is_a_clear_error(ray_cluster):
+    with DAG("x_purge", schedule=None, start_date=START) as dag:
+        RayPythonOperator(task_id="produce", python_callable=make_array, op_args=[1])
+    dag_run = run_dag(dag)
+    row = xcom_row(dag_run, "produce")
+    reference = RayXComReference.from_json(row)
+    assert np.array_equal(reference.materialize(), make_array(1))
+
+    class Row:
+        value = row
+
+    RayXComBackend.purge(Row())
+    with pytest.raises(RayObjectLostError) as info:
+        reference.materialize()
+    message = str(info.value)
+    assert "XCom 'return_value' of task 'produce'" in message and dag_run.run_id in message
+    assert "'x_purge'" in message and "Clear that task" in message

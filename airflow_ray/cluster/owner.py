@@ -13,14 +13,17 @@ cluster by value and imports only the standard library and Ray.
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import inspect
+import sys
 import time
 from dataclasses import dataclass, field
+from functools import cache
 from typing import Any
 
 from airflow_ray.cluster.remote_call import run_streaming
 
 OWNER_NAME = "airflow_ray_owner"
-OWNER_VERSION = 1
 _FINISHED_CALL_TTL = 600.0
 _SWEEP_INTERVAL = 30.0
 
@@ -65,9 +68,6 @@ class OwnerActor:
         self._next_id = 0
         self._sweeper: asyncio.Task[None] | None = None
         self._run: Any = None
-
-    def version(self) -> int:
-        return OWNER_VERSION
 
     def configure(self, keep_runs: int, pin_ttl: float) -> None:
         """Apply the current ``[ray]`` retention settings (the actor outlives config changes)."""
@@ -248,13 +248,39 @@ class OwnerActor:
         return len(expired)
 
 
-def get_owner(namespace: str, keep_runs: int, pin_ttl: float) -> Any:  # pragma: no cover - needs Ray
-    """The cluster's owner actor in ``namespace``, created on first use."""
+@cache
+def owner_name() -> str:
+    """The owner actor's name, which carries a fingerprint of the code it runs.
+
+    A detached actor keeps the code it was created with for as long as it lives; after an
+    upgrade of airflow-ray the new code gets an owner of its own, and references made before
+    the upgrade still find theirs by name.
+    """
+    from airflow_ray.cluster import remote_call
+
+    digest = hashlib.sha1()
+    for module in (sys.modules[__name__], remote_call):
+        digest.update(inspect.getsource(module).encode())
+    return f"{OWNER_NAME}_{digest.hexdigest()[:10]}"
+
+
+def find_owner(name: str, namespace: str) -> Any | None:
+    """The owner actor called ``name`` in ``namespace``, or ``None`` when it is gone."""
+    import ray
+
+    try:
+        return ray.get_actor(name, namespace=namespace)
+    except ValueError:
+        return None
+
+
+def get_owner(namespace: str, keep_runs: int, pin_ttl: float) -> Any:
+    """The cluster's owner actor in ``namespace`` for this code, created on first use."""
     import ray
 
     actor_class = ray.remote(OwnerActor)
     owner: Any = actor_class.options(
-        name=OWNER_NAME,
+        name=owner_name(),
         namespace=namespace,
         lifetime="detached",
         get_if_exists=True,

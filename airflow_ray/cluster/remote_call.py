@@ -15,7 +15,7 @@ The task is a Ray streaming generator. It yields, in order:
   lists the keys and each value follows as an item of its own, in that order.
 
 Inputs that are already in the cluster arrive as extra positional task arguments (so Ray
-resolves them here, zero-copy where it can); :class:`RefSlot` markers in ``args`` and ``kwargs``
+resolves them here, zero-copy where it can); :func:`ref_slot` markers in ``args`` and ``kwargs``
 say where each one goes.
 """
 
@@ -110,22 +110,22 @@ def _pickled_exception(error: BaseException) -> bytes | None:
             return None
 
 
-class RefSlot:
-    """Stands in an argument for the ``index``-th input ObjectRef of the task."""
+_SLOT_MARK = "\x00airflow_ray.input\x00"
 
-    __slots__ = ("index",)
 
-    def __init__(self, index: int) -> None:
-        self.index = index
+def ref_slot(index: int) -> tuple[str, int]:
+    """What stands in an argument for the ``index``-th input ObjectRef of the task.
 
-    def __reduce__(self) -> tuple[Any, ...]:
-        return (RefSlot, (self.index,))
+    A tagged tuple rather than a class: this module travels by value, so a class defined here
+    would not be the same class in the Airflow worker, the owner actor and the Ray worker.
+    """
+    return (_SLOT_MARK, index)
 
 
 def fill_slots(value: Any, inputs: tuple[Any, ...]) -> Any:
-    """``value`` with every :class:`RefSlot` inside lists, tuples and dicts replaced by its input."""
-    if isinstance(value, RefSlot):
-        return inputs[value.index]
+    """``value`` with every :func:`ref_slot` inside lists, tuples and dicts replaced by its input."""
+    if isinstance(value, tuple) and len(value) == 2 and value[0] == _SLOT_MARK:
+        return inputs[value[1]]
     if isinstance(value, list):
         return [fill_slots(item, inputs) for item in value]
     if isinstance(value, tuple):

@@ -260,7 +260,7 @@ def submit(
 ) -> RemoteCall:
     """Have ``owner`` start ``fn(*args, **kwargs)`` as a Ray task with ``options``.
 
-    :param inputs: ObjectRefs that ``RefSlot`` markers in ``args``/``kwargs`` stand for.
+    :param inputs: ObjectRefs that ``ref_slot`` markers in ``args``/``kwargs`` stand for.
     :param pin: keep the result pinned under its XCom key, ``producer`` (each value of a dict
         result under its own key with ``split_dict``).
     """

@@ -179,7 +179,7 @@ class RayHook(BaseHook):
         )
 
     def owner(self, namespace: str | None = None) -> Any:
-        """The cluster's owner actor (see :mod:`airflow_ray.cluster.owner`), created on first use."""
+        """This code's owner actor in the cluster (see :mod:`airflow_ray.cluster.owner`), created on first use."""
         from airflow_ray import config
         from airflow_ray.cluster.owner import get_owner
         from airflow_ray.cluster.submit import register_by_value

@@ -252,17 +252,18 @@ class RayPythonOperator(PythonOperator):
         return ray.get(result)
 
     def _references(self, hook: Any, meta: dict[str, Any]) -> Any:
+        from airflow_ray.cluster.owner import owner_name
         from airflow_ray.xcom.reference import RayXComReference
 
-        namespace = hook.settings.namespace
+        def reference(key: str, value_meta: dict[str, Any]) -> RayXComReference:
+            producer = {**self._producer, "key": key}
+            return RayXComReference(
+                self.ray_conn_id, hook.settings.namespace, owner_name(), producer, value_meta
+            )
+
         if "split_keys" in meta:
-            return {
-                key: RayXComReference(
-                    self.ray_conn_id, namespace, {**self._producer, "key": key}, meta["split_meta"][key]
-                )
-                for key in meta["split_keys"]
-            }
-        return RayXComReference(self.ray_conn_id, namespace, dict(self._producer), meta)
+            return {key: reference(key, meta["split_meta"][key]) for key in meta["split_keys"]}
+        return reference("return_value", meta)
 
     def _hand_over_inputs(self, hook: Any) -> tuple[tuple[Any, ...], dict[str, Any], list[Any]]:
         """Replace XCom references in the arguments by slots for their ObjectRefs.
@@ -270,7 +271,7 @@ class RayPythonOperator(PythonOperator):
         A reference to another cluster (another connection) cannot be handed over inside this
         one: its value is fetched instead.
         """
-        from airflow_ray.cluster.remote_call import RefSlot
+        from airflow_ray.cluster.remote_call import ref_slot
         from airflow_ray.xcom.reference import Opaque, RayXComReference, transform, unwrap
         from airflow_ray.xcom.resolve import object_refs
 
@@ -288,7 +289,7 @@ class RayPythonOperator(PythonOperator):
             if reference.pin not in slots:
                 slots[reference.pin] = len(found)
                 found.append(reference)
-            return RefSlot(slots[reference.pin])
+            return ref_slot(slots[reference.pin])
 
         args = transform(tuple(self.op_args), to_slot)
         kwargs = transform(dict(self.op_kwargs), to_slot)

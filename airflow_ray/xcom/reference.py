@@ -41,6 +41,7 @@ class RayXComReference:
 
     :param conn_id: the ``ray`` connection of the cluster holding it.
     :param namespace: the Ray namespace of the owner actor.
+    :param owner: the owner actor's name.
     :param producer: ``dag_id``, ``run_id``, ``task_id``, ``map_index`` and XCom ``key``.
     :param meta: ``type``, ``size_bytes`` and, where they apply, ``shape``, ``dtype``,
         ``rows``, ``columns``, ``length``.
@@ -48,6 +49,7 @@ class RayXComReference:
 
     conn_id: str
     namespace: str
+    owner: str
     producer: dict[str, Any]
     meta: dict[str, Any] = field(default_factory=dict)
 
@@ -67,7 +69,7 @@ class RayXComReference:
         """The JSON stored in the XCom row: under 1 KB, readable in the Airflow UI."""
         meta = dict(self.meta)
         document = {MARKER: MARKER_VALUE, "v": 1, **_readable(meta), "producer": self.producer}
-        document.update(conn_id=self.conn_id, namespace=self.namespace)
+        document.update(conn_id=self.conn_id, namespace=self.namespace, owner=self.owner)
         for trim in (_trim_columns, _drop_detail):
             if len(json.dumps(document)) <= MAX_REFERENCE_BYTES:
                 break
@@ -76,12 +78,11 @@ class RayXComReference:
 
     @classmethod
     def from_json(cls, document: dict[str, Any]) -> RayXComReference:
-        meta = {
-            k: v
-            for k, v in document.items()
-            if k not in (MARKER, "v", "producer", "conn_id", "namespace", "size")
-        }
-        return cls(document["conn_id"], document["namespace"], dict(document["producer"]), meta)
+        skip = (MARKER, "v", "producer", "conn_id", "namespace", "owner", "size")
+        meta = {k: v for k, v in document.items() if k not in skip}
+        return cls(
+            document["conn_id"], document["namespace"], document["owner"], dict(document["producer"]), meta
+        )
 
     def token(self) -> str:
         """What a non-native Jinja template renders the reference to, recognized by Ray operators."""
@@ -89,10 +90,11 @@ class RayXComReference:
         parts = [
             self.conn_id,
             self.namespace,
+            self.owner,
             p["dag_id"],
             p["run_id"],
             p["task_id"],
-            str(p["map_index"]),
+            p["map_index"],
             p["key"],
         ]
         return _TOKEN_PREFIX + "/".join(quote(str(part), safe="") for part in parts)
@@ -102,9 +104,9 @@ class RayXComReference:
         if not text.startswith(_TOKEN_PREFIX):
             return None
         parts = [unquote(part) for part in text[len(_TOKEN_PREFIX) :].split("/")]
-        if len(parts) != 7:
+        if len(parts) != 8:
             return None
-        conn_id, namespace, dag_id, run_id, task_id, map_index, key = parts
+        conn_id, namespace, owner, dag_id, run_id, task_id, map_index, key = parts
         producer = {
             "dag_id": dag_id,
             "run_id": run_id,
@@ -112,7 +114,7 @@ class RayXComReference:
             "map_index": int(map_index),
             "key": key,
         }
-        return cls(conn_id, namespace, producer)
+        return cls(conn_id, namespace, owner, producer)
 
     def __str__(self) -> str:
         return self.token()

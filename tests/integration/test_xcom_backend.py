@@ -42,7 +42,9 @@ def test_reference_is_small_readable_and_names_the_producer(ray_cluster):
 
     with DAG("x_reference", schedule=None, start_date=START) as dag:
         RayPythonOperator(task_id="array", python_callable=make_array, op_args=[16])
-        RayPythonOperator(task_id="table", python_callable=lambda: pa.table({"a": [1, 2, 3], "b": ["x", "y", "z"]}))
+        RayPythonOperator(
+            task_id="table", python_callable=lambda: pa.table({"a": [1, 2, 3], "b": ["x", "y", "z"]})
+        )
         RayPythonOperator(task_id="frame", python_callable=frame)
     dag_run = run_dag(dag)
     assert set(task_states(dag_run).values()) == {"success"}
@@ -76,7 +78,9 @@ def test_mixed_dag_ray_python_bash_ray(ray_cluster, capfd):
             return float(array.sum())
 
         total = plain_sum(produced.output)
-        bash = BashOperator(task_id="bash", bash_command="echo 'size={{ ti.xcom_pull(task_ids=\"produce\") | length }}'")
+        bash = BashOperator(
+            task_id="bash", bash_command="echo 'size={{ ti.xcom_pull(task_ids=\"produce\") | length }}'"
+        )
 
         @task.ray
         def combine(array, total: float) -> list:
@@ -100,7 +104,10 @@ def test_templated_xcom_pull_hands_over_the_object(ray_cluster, capfd):
         consumed = RayPythonOperator(
             task_id="consume",
             python_callable=lambda array, label: [label, *checksum(array)],
-            op_kwargs={"array": "{{ ti.xcom_pull(task_ids='produce') }}", "label": "{{ params.get('x', 'L') }}"},
+            op_kwargs={
+                "array": "{{ ti.xcom_pull(task_ids='produce') }}",
+                "label": "{{ params.get('x', 'L') }}",
+            },
         )
         produced >> consumed
     dag_run = run_dag(dag)
@@ -136,7 +143,9 @@ def test_multiple_outputs_and_mapped_tasks_get_a_reference_each(ray_cluster):
     assert xcom(dag_run, "train_size") == 2 * MB // 8 and xcom(dag_run, "test_size") == MB // 8
     rows = [xcom_row(dag_run, "scaled", i) for i in range(3)]
     assert [r["producer"]["map_index"] for r in rows] == [0, 1, 2]
-    assert [float(xcom(dag_run, "scaled", i)[-1]) for i in range(3)] == [float(MB // 8 - 1) * f for f in (1, 2, 3)]
+    assert [float(xcom(dag_run, "scaled", i)[-1]) for i in range(3)] == [
+        float(MB // 8 - 1) * f for f in (1, 2, 3)
+    ]
 
 
 def test_values_pushed_by_plain_tasks_reach_ray_tasks(ray_cluster):
@@ -164,7 +173,9 @@ def test_two_gigabytes_pass_without_touching_the_worker_memory(ray_cluster):
 
     with DAG("x_big", schedule=None, start_date=START) as dag:
         produced = RayPythonOperator(task_id="produce", python_callable=big)
-        RayPythonOperator(task_id="consume", python_callable=lambda a: float(a.sum()), op_args=[produced.output])
+        RayPythonOperator(
+            task_id="consume", python_callable=lambda a: float(a.sum()), op_args=[produced.output]
+        )
 
     me = psutil.Process()
     baseline = me.memory_info().rss

@@ -25,7 +25,10 @@ def test_output_then_return_marker_then_value():
         return {"n": n}
 
     result = events(work, 3)
-    assert result[-2:] == [("return", None), {"n": 3}]
+    assert result[-2][0] == "return" and result[-1] == {"n": 3}
+    assert (
+        result[-2][1]["type"] == "dict" and result[-2][1]["length"] == 1 and result[-2][1]["size_bytes"] > 0
+    )
     output = "".join(e[1] for e in result[:-2])
     assert all(e[0] == "output" for e in result[:-2])
     assert output == "line 0\nline 1\nline 2\nINFO user: logged 3\n"
@@ -98,3 +101,23 @@ def test_base_exceptions_are_reported_not_swallowed(exit_error):
         raise exit_error
 
     assert events(leave)[-1][0] == "error"
+
+
+def test_inputs_fill_their_slots_and_dicts_split():
+    def pair(a, b, c):
+        return {"sum": a + b["x"][0], "c": c}
+
+    args = (remote_call.ref_slot(0),)
+    kwargs = {"b": {"x": [remote_call.ref_slot(1)]}, "c": remote_call.ref_slot(0)}
+    result = list(remote_call.run_streaming(pair, args, kwargs, True, 10, 5))
+    kind, meta = result[-3]
+    assert kind == "return" and meta["split_keys"] == ["sum", "c"]
+    assert meta["split_meta"]["sum"]["type"] == "int"
+    assert result[-2:] == [15, 10]
+
+
+def test_describe_numpy_without_copying():
+    import numpy as np
+
+    meta = remote_call.describe(np.zeros((3, 4), dtype=np.float32))
+    assert meta == {"type": "numpy.ndarray", "size_bytes": 48, "shape": [3, 4], "dtype": "float32"}

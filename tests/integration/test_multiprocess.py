@@ -1,0 +1,117 @@
+"""The real topology: an Airflow API server, LocalExecutor, one process per task instance."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import psutil
+import pytest
+
+from tests.integration.dagrun import xcom, xcom_row
+
+pytestmark = pytest.mark.integration
+
+DAG_FILES = Path(__file__).parent / "dag_files"
+
+
+@pytest.fixture(scope="module")
+def executor_env(ray_cluster, airflow_home):
+    """An `airflow api-server` for the task processes, and the environment of a LocalExecutor run."""
+    for dag_file in DAG_FILES.glob("*.py"):
+        shutil.copy(dag_file, airflow_home / "dags" / dag_file.name)
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    env = os.environ.copy()
+    env.update(
+        {
+            "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+            "AIRFLOW__CORE__PARALLELISM": "8",
+            "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{port}/execution/",
+        }
+    )
+    log = open(airflow_home / "api-server.log", "wb")
+    server = subprocess.Popen(
+        [sys.executable, "-m", "airflow", "api-server", "--port", str(port)],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/api/v2/monitor/health", timeout=2)
+                break
+            except OSError:
+                assert server.poll() is None, (airflow_home / "api-server.log").read_text()[-3000:]
+                assert time.monotonic() < deadline, "the API server did not start"
+                time.sleep(0.5)
+        yield env
+    finally:
+        parent = psutil.Process(server.pid)
+        children = parent.children(recursive=True)
+        server.terminate()
+        psutil.wait_procs([parent, *children], timeout=20)
+        for process in children:
+            if process.is_running():
+                process.kill()
+        log.close()
+
+
+def test_twenty_handoffs_across_task_processes(executor_env):
+    from airflow.models.dagrun import DagRun
+    from airflow.models.taskinstance import TaskInstance
+    from airflow.utils.session import create_session
+
+    started = time.monotonic()
+    result = subprocess.run(
+        [sys.executable, "-m", "airflow", "dags", "test", "handoff", "--use-executor"],
+        env=executor_env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert result.returncode == 0, result.stdout[-5000:] + result.stderr[-3000:]
+    elapsed = time.monotonic() - started
+
+    with create_session() as session:
+        dag_run = session.query(DagRun).filter_by(dag_id="handoff").order_by(DagRun.id.desc()).first()
+        tis = {
+            ti.task_id: ti
+            for ti in session.query(TaskInstance).filter_by(dag_id="handoff", run_id=dag_run.run_id)
+        }
+        assert {ti.state for ti in tis.values()} == {"success"}, {k: ti.state for k, ti in tis.items()}
+        pids = {task_id: ti.pid for task_id, ti in tis.items()}
+        windows = {task_id: (ti.start_date, ti.end_date) for task_id, ti in tis.items()}
+        session.expunge_all()
+
+    # Every task instance ran in a process of its own, and those processes are gone.
+    assert len(set(pids.values())) == len(pids) and None not in pids.values()
+    assert not any(psutil.pid_exists(pid) for pid in pids.values())
+    for i in range(20):
+        assert windows[f"produce_{i}"][1] <= windows[f"consume_{i}"][0]
+        row = xcom_row(dag_run, f"produce_{i}")
+        assert row["type"] == "numpy.ndarray" and row["size_bytes"] == 4 * 1024 * 1024
+        # Each consumer got its own producer's array, read-only from the object store.
+        assert xcom(dag_run, f"consume_{i}") == {"i": i, "ok": True, "size": 512 * 1024, "writeable": False}
+    assert xcom(dag_run, "plain") == 3 * 512 * 1024
+    bash_log = next(
+        (Path(os.environ["AIRFLOW_HOME"]) / "logs").glob(
+            f"dag_id=handoff/run_id={dag_run.run_id}/task_id=bash/*.log"
+        )
+    )
+    assert "first=5" in bash_log.read_text()
+    overlapping = sum(
+        1 for a in windows.values() for b in windows.values() if a is not b and a[0] < b[1] and b[0] < a[1]
+    )
+    assert overlapping > 0, "no two task instances ran at the same time"
+    print(f"handoff DAG: {len(tis)} task processes in {elapsed:.1f} s")

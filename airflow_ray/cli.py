@@ -1,10 +1,12 @@
-"""``airflow-ray``: manage the embedded local Ray cluster.
+"""``airflow-ray``: manage the embedded local Ray cluster and the results pinned in a cluster.
 
 .. code-block:: console
 
     $ airflow-ray local start     # start it (or report the one running)
     $ airflow-ray local status    # exit code 0 when it runs, 3 when not
     $ airflow-ray local stop      # stop it, and only it
+    $ airflow-ray pins list [--dag DAG] [--run RUN]        # results kept in the cluster, with sizes
+    $ airflow-ray pins release --dag DAG [--run RUN]       # release them (or --all)
 """
 
 from __future__ import annotations
@@ -30,43 +32,77 @@ def _cluster(state_dir: str | None):  # type: ignore[no-untyped-def]
     return EmbeddedCluster.from_config()
 
 
+def _pins(args: argparse.Namespace) -> int:
+    import ray
+
+    from airflow_ray.cluster.owner import all_owners
+    from airflow_ray.hooks.ray import RayHook
+
+    hook = RayHook(args.conn_id)
+    hook.get_conn()
+    owners = all_owners(hook.settings.namespace)
+    if args.action == "release":
+        if not (args.dag or args.all):
+            print("airflow-ray: pins release needs --dag DAG_ID [--run RUN_ID] or --all", file=sys.stderr)
+            return 2
+        released = sum(ray.get([owner.release_matching.remote(args.dag, args.run) for owner in owners]))
+        print(f"Released {released} pinned object(s)")
+        return 0
+    listed = ray.get([owner.list_pins.remote(args.dag, args.run) for owner in owners])
+    pins = [pin for owner_pins in listed for pin in owner_pins]
+    total = 0
+    for pin in sorted(pins, key=lambda p: p["created"]):
+        size = pin["meta"].get("size_bytes") or 0
+        total += size
+        task = pin["task_id"] if pin["map_index"] < 0 else f"{pin['task_id']}[{pin['map_index']}]"
+        kind = pin["meta"].get("type", "?")
+        print(f"{pin['dag_id']}  {pin['run_id']}  {task}  {pin['key']}  {kind}  {size / 1024**2:.1f} MB")
+    print(f"{len(pins)} pinned object(s), {total / 1024**2:.1f} MB")
+    return 0
+
+
+def _local(args: argparse.Namespace) -> int:
+    cluster = _cluster(args.dir)
+    if args.action == "start":
+        running = cluster.status()
+        head = running or cluster.ensure_running()
+        verb = "already running" if running else "started"
+        print(f"Embedded Ray cluster {verb}: {head.gcs_address} (pid {head.pid}, state {cluster.state_dir})")
+        return 0
+    if args.action == "status":
+        head = cluster.status()
+        if head is None:
+            print(f"No embedded Ray cluster runs for {cluster.state_dir}")
+            return 3
+        print(
+            f"Embedded Ray cluster running: {head.gcs_address} (pid {head.pid}, Ray {head.ray_version}, "
+            f"client {head.client_address}, state {cluster.state_dir})"
+        )
+        return 0
+    stopped = cluster.stop()
+    print(
+        "Embedded Ray cluster stopped" if stopped else f"No embedded Ray cluster ran for {cluster.state_dir}"
+    )
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="airflow-ray", description="Manage airflow-ray's embedded Ray cluster."
+        prog="airflow-ray", description="Manage airflow-ray's Ray cluster and pins."
     )
     commands = parser.add_subparsers(dest="group", required=True)
     local = commands.add_parser("local", help="the embedded local Ray cluster")
     local.add_argument("action", choices=["start", "status", "stop"])
     local.add_argument("--dir", help="state directory (default: [ray] embedded_dir, or $AIRFLOW_HOME/ray)")
+    pins = commands.add_parser("pins", help="results kept in the cluster for XCom (RayXComBackend)")
+    pins.add_argument("action", choices=["list", "release"])
+    pins.add_argument("--dag", help="only the pins of this DAG")
+    pins.add_argument("--run", help="only the pins of this run (with --dag)")
+    pins.add_argument("--all", action="store_true", help="release every pin")
+    pins.add_argument("--conn-id", default="ray_default", help="the ray connection (default ray_default)")
     args = parser.parse_args(argv)
-
     try:
-        cluster = _cluster(args.dir)
-        if args.action == "start":
-            running = cluster.status()
-            head = running or cluster.ensure_running()
-            verb = "already running" if running else "started"
-            print(
-                f"Embedded Ray cluster {verb}: {head.gcs_address} (pid {head.pid}, state {cluster.state_dir})"
-            )
-            return 0
-        if args.action == "status":
-            head = cluster.status()
-            if head is None:
-                print(f"No embedded Ray cluster runs for {cluster.state_dir}")
-                return 3
-            print(
-                f"Embedded Ray cluster running: {head.gcs_address} (pid {head.pid}, Ray {head.ray_version}, "
-                f"client {head.client_address}, state {cluster.state_dir})"
-            )
-            return 0
-        stopped = cluster.stop()
-        print(
-            "Embedded Ray cluster stopped"
-            if stopped
-            else f"No embedded Ray cluster ran for {cluster.state_dir}"
-        )
-        return 0
+        return _pins(args) if args.group == "pins" else _local(args)
     except AirflowRayError as err:
         print(f"airflow-ray: {err}", file=sys.stderr)
         return 1

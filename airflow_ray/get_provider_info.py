@@ -80,6 +80,23 @@ def get_provider_info() -> dict[str, Any]:
                         "example": "2000000000",
                         "default": "",
                     },
+                    "keep_runs": {
+                        "description": "With RayXComBackend: how many of the newest runs of each DAG "
+                        "keep their results pinned in the Ray cluster. Older runs' results are released "
+                        "when a newer run pins one.",
+                        "version_added": "0.1.0",
+                        "type": "integer",
+                        "example": "1",
+                        "default": "3",
+                    },
+                    "pin_ttl": {
+                        "description": "With RayXComBackend: seconds after which a pinned result is "
+                        "released, whatever else happens.",
+                        "version_added": "0.1.0",
+                        "type": "float",
+                        "example": "3600",
+                        "default": "86400",
+                    },
                     "connect_timeout": {
                         "description": "Seconds that connecting to a Ray cluster may take before "
                         "the task fails with an error naming the connection and address.",

@@ -274,6 +274,17 @@ def find_owner(name: str, namespace: str) -> Any | None:
         return None
 
 
+def all_owners(namespace: str) -> list[Any]:
+    """Every owner actor in ``namespace``: this code's and those of earlier versions still alive."""
+    import ray
+
+    names = [
+        a["name"] for a in ray.util.list_named_actors(all_namespaces=True) if a["namespace"] == namespace
+    ]
+    owners = [find_owner(name, namespace) for name in names if name.startswith(OWNER_NAME)]
+    return [owner for owner in owners if owner is not None]
+
+
 def get_owner(namespace: str, keep_runs: int, pin_ttl: float) -> Any:
     """The cluster's owner actor in ``namespace`` for this code, created on first use."""
     import ray

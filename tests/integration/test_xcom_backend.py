@@ -218,3 +218,58 @@ def test_purge_releases_the_pin_and_a_released_object_is_a_clear_error(ray_clust
     message = str(info.value)
     assert "XCom 'return_value' of task 'produce'" in message and dag_run.run_id in message
     assert "'x_purge'" in message and "Clear that task" in message
+
+
+def pinned_runs(dag_id: str) -> set[str]:
+    import ray
+
+    from airflow_ray.cluster.owner import all_owners
+    from airflow_ray.hooks.ray import RayHook
+
+    RayHook().get_conn()
+    listed = ray.get([owner.list_pins.remote(dag_id) for owner in all_owners("airflow")])
+    return {pin["run_id"] for pins in listed for pin in pins}
+
+
+def test_only_the_newest_runs_stay_pinned_and_the_cli_releases_the_rest(ray_cluster, monkeypatch):
+    import subprocess
+    import sys
+
+    monkeypatch.setenv("AIRFLOW__RAY__KEEP_RUNS", "2")
+    with DAG("x_keep", schedule=None, start_date=START) as dag:
+        RayPythonOperator(task_id="produce", python_callable=make_array, op_args=[1])
+    runs = [run_dag(dag).run_id for _ in range(4)]
+    assert pinned_runs("x_keep") == set(runs[-2:])
+
+    listing = subprocess.run(
+        [sys.executable, "-m", "airflow_ray.cli", "pins", "list", "--dag", "x_keep"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert "2 pinned object(s), 2.0 MB" in listing.stdout
+    assert f"x_keep  {runs[-1]}  produce  return_value  numpy.ndarray  1.0 MB" in listing.stdout
+    released = subprocess.run(
+        [sys.executable, "-m", "airflow_ray.cli", "pins", "release", "--dag", "x_keep", "--run", runs[-1]],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert "Released 1 pinned object(s)" in released.stdout
+    assert pinned_runs("x_keep") == {runs[-2]}
+
+
+def test_pins_expire_after_the_ttl(ray_cluster, monkeypatch):
+    import ray
+
+    from airflow_ray.hooks.ray import RayHook
+
+    with DAG("x_ttl", schedule=None, start_date=START) as dag:
+        RayPythonOperator(task_id="produce", python_callable=make_array, op_args=[1])
+    run_dag(dag)
+    assert len(pinned_runs("x_ttl")) == 1
+    monkeypatch.setenv("AIRFLOW__RAY__PIN_TTL", "0.5")
+    owner = RayHook().owner()  # picks up the new TTL
+    time.sleep(1.0)
+    assert ray.get(owner.sweep.remote()) >= 1
+    assert pinned_runs("x_ttl") == set()

@@ -33,4 +33,6 @@ def test_connection_form_and_decorator():
         "embedded_num_cpus",
         "embedded_object_store_memory",
         "connect_timeout",
+        "keep_runs",
+        "pin_ttl",
     }

@@ -7,7 +7,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 PYTHON ?= python3
 AIRFLOW_ENV := AIRFLOW_HOME=$(CURDIR)/airflow-home AIRFLOW__CORE__DAGS_FOLDER=$(CURDIR)/dags \
-	AIRFLOW__CORE__LOAD_EXAMPLES=false RAY_USAGE_STATS_ENABLED=0
+	AIRFLOW__CORE__LOAD_EXAMPLES=false RAY_USAGE_STATS_ENABLED=0 \
+	AIRFLOW__CORE__XCOM_BACKEND=airflow_ray.xcom.backend.RayXComBackend
 
 .PHONY: venv example test lint typing stop-cluster clean
 

@@ -77,7 +77,9 @@ def task_overhead(repeat: int) -> dict[str, object]:
 
     with DAG("bench_overhead", schedule=None, start_date=pendulum.datetime(2026, 1, 1)) as dag:
         plain = [PythonOperator(task_id=f"python_{i}", python_callable=trivial) for i in range(repeat)]
-        ray_tasks = [RayPythonOperator(task_id=f"ray_{i}", python_callable=trivial) for i in range(repeat + 1)]
+        ray_tasks = [
+            RayPythonOperator(task_id=f"ray_{i}", python_callable=trivial) for i in range(repeat + 1)
+        ]
         chain(*plain, *ray_tasks)
     DagBundlesManager().sync_bundles_to_db()
     bag = DagBag(dag_folder="/nonexistent")
@@ -107,8 +109,12 @@ def connect_times(repeat: int) -> list[tuple[str, float, float]]:
     head = cluster.ensure_running()
     token = cluster.token()
     env = os.environ.copy()
-    env["AIRFLOW_CONN_RAY_GCS"] = json.dumps({"conn_type": "ray", "host": head.gcs_address, "password": token})
-    env["AIRFLOW_CONN_RAY_CLIENT"] = json.dumps({"conn_type": "ray", "host": head.client_address, "password": token})
+    env["AIRFLOW_CONN_RAY_GCS"] = json.dumps(
+        {"conn_type": "ray", "host": head.gcs_address, "password": token}
+    )
+    env["AIRFLOW_CONN_RAY_CLIENT"] = json.dumps(
+        {"conn_type": "ray", "host": head.client_address, "password": token}
+    )
     modes = [
         ("floor: bare ray.init + task", ["raw", head.gcs_address, token]),
         ("embedded (ray_default, running)", ["ray_default"]),
@@ -120,7 +126,11 @@ def connect_times(repeat: int) -> list[tuple[str, float, float]]:
         totals, connects = [], []
         for _ in range(repeat):
             out = subprocess.run(
-                [sys.executable, "-c", CONNECT_PROBE, *args], env=env, capture_output=True, text=True, check=True
+                [sys.executable, "-c", CONNECT_PROBE, *args],
+                env=env,
+                capture_output=True,
+                text=True,
+                check=True,
             )
             figures = json.loads(out.stdout.strip().splitlines()[-1])
             totals.append(figures["total"])

@@ -44,7 +44,7 @@ class TaskResources:
             memory=None if memory_value is None else int(memory_value),
             resources={
                 str(k): _number(f"resources[{k!r}]", v) or 0.0
-                for k, v in _mapping("resources", resources).items()
+                for k, v in as_mapping("resources", resources).items()
             },
         )
 
@@ -89,7 +89,8 @@ def _number(name: str, value: Any) -> float | None:
     return number
 
 
-def _mapping(name: str, value: Any) -> Mapping[str, Any]:
+def as_mapping(name: str, value: Any) -> Mapping[str, Any]:
+    """A dict argument that may arrive as JSON text (templated); ``{}`` for nothing."""
     if value is None or value == "":
         return {}
     if isinstance(value, str):

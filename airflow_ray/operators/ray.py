@@ -195,7 +195,7 @@ class RayPythonOperator(PythonOperator):
 
     def execute_callable(self) -> Any:
         from airflow_ray import config
-        from airflow_ray.cluster.submit import TaskResources, _mapping
+        from airflow_ray.cluster.submit import TaskResources, as_mapping
         from airflow_ray.hooks.ray import RayHook
 
         hook = RayHook(self.ray_conn_id)
@@ -218,8 +218,8 @@ class RayPythonOperator(PythonOperator):
             kwargs,
             name=name,
             resources=resources,
-            runtime_env=dict(_mapping("runtime_env", self.runtime_env)),
-            remote_args=dict(_mapping("ray_remote_args", self.ray_remote_args)),
+            runtime_env=dict(as_mapping("runtime_env", self.runtime_env)),
+            remote_args=dict(as_mapping("ray_remote_args", self.ray_remote_args)),
             inputs=inputs,
             pin=keep,
             producer=self._producer,

@@ -273,3 +273,34 @@ def test_pins_expire_after_the_ttl(ray_cluster, monkeypatch):
     time.sleep(1.0)
     assert ray.get(owner.sweep.remote()) >= 1
     assert pinned_runs("x_ttl") == set()
+
+
+def test_a_dead_owner_gives_the_consumer_a_clear_error(ray_cluster, capfd):
+    import ray
+
+    from airflow_ray.hooks.ray import RayHook
+
+    with DAG("x_lost_src", schedule=None, start_date=START) as source:
+        RayPythonOperator(task_id="produce", python_callable=make_array, op_args=[1])
+    source_run = run_dag(source)
+    ray.kill(RayHook().owner())  # everything it owned is gone with it
+
+    pull = "{{ ti.xcom_pull(dag_id='x_lost_src', task_ids='produce', run_id='" + source_run.run_id + "') }}"
+    with DAG("x_lost_dst", schedule=None, start_date=START) as consumer:
+        RayPythonOperator(task_id="consume", python_callable=lambda a: a.size, op_kwargs={"a": pull})
+
+        @task
+        def plain(value) -> int:
+            return len(value)
+
+        plain(pull)
+    consumer_run = run_dag(consumer)
+    assert task_states(consumer_run) == {"consume": "failed", "plain": "failed"}
+    out = capfd.readouterr().out
+    expected = f"The XCom 'return_value' of task 'produce' in run '{source_run.run_id}' of DAG 'x_lost_src' is no longer"
+    assert out.count(expected) >= 2, out[-4000:]
+    assert "Clear that task to compute it again" in out
+    # A new owner takes over for new work.
+    with DAG("x_after_loss", schedule=None, start_date=START) as after:
+        RayPythonOperator(task_id="produce", python_callable=make_array, op_args=[1])
+    assert task_states(run_dag(after)) == {"produce": "success"}

@@ -1,0 +1,104 @@
+"""Object store use over 30 DAG runs that each pin 100 MB with RayXComBackend.
+
+Usage (from the repository root, after ``make venv``)::
+
+    .venv/bin/python bench/retention.py [--runs 30] [--mb 100] [--keep-runs 3]
+
+Prints the object store's bytes in use (the embedded cluster's own count) before the first run
+(the baseline), after every run, and after ``airflow-ray pins release --all``; figures are in
+units of one run's pin. With retention working, use never exceeds ``keep_runs`` pins above the
+baseline, and returns to the baseline after the release.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+MB = 1024 * 1024
+
+
+def pin(mb: int):
+    import numpy as np
+
+    return np.ones(mb * MB // 8)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--runs", type=int, default=30)
+    parser.add_argument("--mb", type=int, default=100)
+    parser.add_argument("--keep-runs", type=int, default=3)
+    args = parser.parse_args()
+    home = Path(tempfile.mkdtemp(prefix="afr-retention-"))
+    os.environ.update(
+        AIRFLOW_HOME=str(home),
+        AIRFLOW__CORE__DAGS_FOLDER=str(home / "dags"),
+        AIRFLOW__CORE__LOAD_EXAMPLES="false",
+        AIRFLOW__CORE__XCOM_BACKEND="airflow_ray.xcom.backend.RayXComBackend",
+        AIRFLOW__RAY__EMBEDDED_DIR=str(home / "ray"),
+        AIRFLOW__RAY__EMBEDDED_OBJECT_STORE_MEMORY=str(2 * 1024 * MB),
+        AIRFLOW__RAY__KEEP_RUNS=str(args.keep_runs),
+        RAY_USAGE_STATS_ENABLED="0",
+    )
+    (home / "dags").mkdir()
+    subprocess.run([sys.executable, "-m", "airflow", "db", "migrate"], check=True, capture_output=True)
+
+    import pendulum
+    from airflow.dag_processing.bundles.manager import DagBundlesManager
+    from airflow.dag_processing.dagbag import DagBag, sync_bag_to_db
+    from airflow.sdk import DAG
+
+    from airflow_ray.cluster.local import EmbeddedCluster
+    from airflow_ray.hooks.ray import RayHook
+    from airflow_ray.operators.ray import RayPythonOperator
+    from airflow_ray.version_compat import object_store_bytes_used
+
+    with DAG("retention", schedule=None, start_date=pendulum.datetime(2026, 1, 1)) as dag:
+        RayPythonOperator(
+            task_id="pin", python_callable=pin, op_args=[args.mb], show_return_value_in_logs=False
+        )
+    DagBundlesManager().sync_bundles_to_db()
+    bag = DagBag(dag_folder="/nonexistent")
+    bag.bag_dag(dag)
+    sync_bag_to_db(bag, "dags-folder", None)
+    try:
+        RayHook().owner()
+        address = EmbeddedCluster.from_config().status().gcs_address
+        unit = args.mb * MB
+
+        def used() -> float:
+            time.sleep(0.5)  # frees are asynchronous
+            return object_store_bytes_used(address)
+
+        baseline = used()
+        print(f"baseline: {baseline / MB:.1f} MB in use")
+        peak = 0.0
+        for run in range(1, args.runs + 1):
+            dag.test()
+            now = used()
+            peak = max(peak, now)
+            print(f"after run {run:2d}: {(now - baseline) / unit:5.2f} pins above baseline")
+        release = subprocess.run(
+            [sys.executable, "-m", "airflow_ray.cli", "pins", "release", "--all"],
+            capture_output=True,
+            text=True,
+        )
+        print(release.stdout.strip())
+        final = used()
+        print(f"\nruns: {args.runs} x {args.mb} MB, keep_runs={args.keep_runs}")
+        print(f"peak above baseline:  {(peak - baseline) / unit:.2f} pins ({(peak - baseline) / MB:.0f} MB)")
+        print(
+            f"final above baseline: {(final - baseline) / unit:.2f} pins ({(final - baseline) / MB:.1f} MB)"
+        )
+    finally:
+        EmbeddedCluster.from_config().stop()
+
+
+if __name__ == "__main__":
+    main()

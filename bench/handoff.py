@@ -73,7 +73,7 @@ def consume(value, stamp_file: str) -> int:
     return int(getattr(value, "nbytes", 0) or value.memory_usage().sum())
 
 
-def run_backend(label: str, kinds: list[str], sizes: list[int], home: Path) -> list[dict]:
+def run_backend(label: str, kinds: list[str], sizes: list[int], home: Path, repeat: int) -> list[dict]:
     """Runs in a child process whose XCom backend is already configured."""
     import pendulum
     import psutil
@@ -91,7 +91,7 @@ def run_backend(label: str, kinds: list[str], sizes: list[int], home: Path) -> l
     # The first run of the process pays one-off costs (the in-process API, connecting to Ray,
     # imports in the Ray workers); a small warm-up run keeps them out of the figures.
     for kind in ["warmup", *kinds]:
-        for mb in [1] if kind == "warmup" else sizes:
+        for mb in [1] if kind == "warmup" else [size for size in sizes for _ in range(repeat)]:
             out, into = str(home / "produced"), str(home / "consumed")
             dag_id = f"handoff_{kind}_{mb}"
             with DAG(dag_id, schedule=None, start_date=pendulum.datetime(2026, 1, 1)) as dag:
@@ -157,7 +157,7 @@ def run_backend(label: str, kinds: list[str], sizes: list[int], home: Path) -> l
     return results
 
 
-def run_floor(kinds: list[str], sizes: list[int], home: Path) -> list[dict]:
+def run_floor(kinds: list[str], sizes: list[int], home: Path, repeat: int) -> list[dict]:
     import ray
 
     from airflow_ray.hooks.ray import RayHook
@@ -167,7 +167,7 @@ def run_floor(kinds: list[str], sizes: list[int], home: Path) -> list[dict]:
     ray.get(remote_consume.remote(remote_produce.remote("numpy", 1, str(home / "p")), str(home / "c")))
     results = []
     for kind in kinds:
-        for mb in sizes:
+        for mb in [size for size in sizes for _ in range(repeat)]:
             out, into = str(home / "produced"), str(home / "consumed")
             ray.get(remote_consume.remote(remote_produce.remote(kind, mb, out), into))
             handoff = float(Path(into).read_text()) - float(Path(out).read_text())
@@ -190,16 +190,21 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--sizes", default="10,100,1000")
     parser.add_argument("--kinds", default="numpy,arrow,pandas")
+    parser.add_argument(
+        "--repeat", type=int, default=3, help="runs per size for (a) and (d); the median is shown"
+    )
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
     kinds = args.kinds.split(",")
     if args.child:
         home = Path(os.environ["AIRFLOW_HOME"])
+        # (b) and (c) take tens of seconds per gigabyte: once is enough to see it.
+        repeat = args.repeat if args.child in ("floor", "a: RayXComBackend") else 1
         if args.child == "floor":
-            run_floor(kinds, sizes, home)
+            run_floor(kinds, sizes, home, repeat)
         else:
-            run_backend(args.child, kinds, sizes, home)
+            run_backend(args.child, kinds, sizes, home, repeat)
         return
 
     home = Path(tempfile.mkdtemp(prefix="afr-handoff-"))
@@ -224,7 +229,18 @@ def main() -> None:
         for label, backend in [*BACKENDS.items(), ("floor", "")]:
             child_env = dict(env, AIRFLOW__CORE__XCOM_BACKEND=backend) if backend else env
             proc = subprocess.run(
-                [sys.executable, __file__, "--child", label, "--sizes", args.sizes, "--kinds", args.kinds],
+                [
+                    sys.executable,
+                    __file__,
+                    "--child",
+                    label,
+                    "--sizes",
+                    args.sizes,
+                    "--kinds",
+                    args.kinds,
+                    "--repeat",
+                    str(args.repeat),
+                ],
                 env=child_env,
                 capture_output=True,
                 text=True,
@@ -237,6 +253,7 @@ def main() -> None:
         subprocess.run(
             [sys.executable, "-m", "airflow_ray.cli", "local", "stop"], env=env, capture_output=True
         )
+    rows = _medians(rows)
     floor = {(r["kind"], r["mb"]): r["handoff_s"] for r in rows if r["backend"].startswith("d")}
     ours = {(r["kind"], r["mb"]): r["handoff_s"] for r in rows if r["backend"].startswith("a")}
     print(
@@ -254,6 +271,30 @@ def main() -> None:
             f"{r['backend']:26s} {r['kind']:7s} {r['mb']:5d} {r['handoff_s']:10.3f} {vs_floor:7.2f}x {vs_ours:6.1f}x "
             f"{r['worker_mb']:9.0f} {r['row_bytes']:10d}"
         )
+
+
+def _medians(rows: list[dict]) -> list[dict]:
+    """One row per (backend, kind, size): the median hand-off, the largest worker growth."""
+    import statistics
+
+    groups: dict[tuple[str, str, int], list[dict]] = {}
+    for row in rows:
+        groups.setdefault((row["backend"], row["kind"], row["mb"]), []).append(row)
+    merged = []
+    for group in groups.values():
+        ok = [r for r in group if not r["error"]]
+        if not ok:
+            merged.append(group[0])
+            continue
+        merged.append(
+            {
+                **ok[0],
+                "handoff_s": statistics.median(r["handoff_s"] for r in ok),
+                "worker_mb": max(r["worker_mb"] for r in ok),
+                "runs": len(ok),
+            }
+        )
+    return merged
 
 
 if __name__ == "__main__":

@@ -202,7 +202,7 @@ class RayPythonOperator(PythonOperator):
         resources = TaskResources.from_arguments(
             num_cpus=self.num_cpus, num_gpus=self.num_gpus, memory=self.memory, resources=self.ray_resources
         )
-        args, kwargs, inputs = self._hand_over_inputs(hook)
+        args, kwargs, inputs = self._hand_over_inputs()
         # Results stay in the cluster when the Ray XCom backend will store them, unless a mapped
         # task expands over them (Airflow needs the list itself to count the expansion).
         keep = (
@@ -241,9 +241,9 @@ class RayPythonOperator(PythonOperator):
             raise
         finally:
             lines.close()
-        if keep:
+        if keep or not self.do_xcom_push:
             self._remote_call.forget()
-            return self._references(hook, meta)
+            return self._references(hook, meta) if keep else None
         import ray
 
         result = self._remote_call.take()
@@ -265,7 +265,7 @@ class RayPythonOperator(PythonOperator):
             return {key: reference(key, meta["split_meta"][key]) for key in meta["split_keys"]}
         return reference("return_value", meta)
 
-    def _hand_over_inputs(self, hook: Any) -> tuple[tuple[Any, ...], dict[str, Any], list[Any]]:
+    def _hand_over_inputs(self) -> tuple[tuple[Any, ...], dict[str, Any], list[Any]]:
         """Replace XCom references in the arguments by slots for their ObjectRefs.
 
         A reference to another cluster (another connection) cannot be handed over inside this

@@ -5,24 +5,9 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from packaging.version import Version
-
 RAY_AUTH_MODE_ENV = "RAY_AUTH_MODE"
 RAY_AUTH_TOKEN_ENV = "RAY_AUTH_TOKEN"
 RAY_AUTH_TOKEN_PATH_ENV = "RAY_AUTH_TOKEN_PATH"
-MIN_RAY_VERSION = Version("2.50")
-
-
-def airflow_version() -> Version:
-    from airflow import __version__
-
-    return Version(__version__)
-
-
-def ray_version() -> Version:
-    import ray
-
-    return Version(ray.__version__)
 
 
 def use_ray_token(token: str | None) -> None:

@@ -74,16 +74,9 @@ class RayXComBackend(BaseXCom):
 
     @classmethod
     def purge(cls, xcom: Any, *args: Any) -> None:
-        from airflow_ray.xcom.reference import RayXComReference, is_reference_json, transform
+        from airflow_ray.xcom.reference import stored_references
         from airflow_ray.xcom.resolve import release
 
-        found: list[RayXComReference] = []
-
-        def collect(node: Any) -> Any:
-            if is_reference_json(node):
-                found.append(RayXComReference.from_json(node))
-            return None
-
-        transform(getattr(xcom, "value", None), collect)
-        if found:
-            release(found)
+        references = stored_references(getattr(xcom, "value", None))
+        if references:
+            release(references)

@@ -181,17 +181,13 @@ def unwrap(value: Any) -> Any:
     return value
 
 
-def find_references(value: Any) -> list[RayXComReference]:
+def stored_references(value: Any) -> list[RayXComReference]:
+    """The references inside a value as the XCom row stores it (JSON documents)."""
     found: list[RayXComReference] = []
 
     def collect(node: Any) -> None:
-        if isinstance(node, RayXComReference):
-            found.append(node)
-            return None
-        if isinstance(node, str):
-            reference = RayXComReference.from_token(node)
-            if reference is not None:
-                found.append(reference)
+        if is_reference_json(node):
+            found.append(RayXComReference.from_json(node))
         return None
 
     transform(value, collect)

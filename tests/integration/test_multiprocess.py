@@ -36,6 +36,9 @@ def executor_env(ray_cluster, airflow_home):
         {
             "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
             "AIRFLOW__CORE__PARALLELISM": "4",
+            # SQLite serializes the API server's writes behind the test loop's; on two busy
+            # cores a call can exceed the 5 s default and fail a task that did nothing wrong.
+            "AIRFLOW__WORKERS__EXECUTION_API_TIMEOUT": "30",
             "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{port}/execution/",
         }
     )

@@ -150,7 +150,7 @@ class OwnerActor:
                 self._pins[pin_key(**producer)] = _Pin(ref, producer, call.meta["split_meta"][key], now)
         else:
             self._pins[pin_key(**call.producer)] = _Pin(call.result, call.producer, call.meta, now)
-        self._apply_retention(call.producer["dag_id"], call.producer["run_id"])
+        self._apply_retention(call.producer["dag_id"])
 
     async def poll(self, call_id: str, offset: int, timeout: float) -> dict[str, Any]:
         """Output chunks from ``offset`` on, waiting up to ``timeout`` s for something new."""
@@ -209,7 +209,7 @@ class OwnerActor:
         keys = [pin["pin"] for pin in await self.list_pins(dag_id, run_id)]
         return await self.release(keys)
 
-    def _apply_retention(self, dag_id: str, run_id: str) -> None:
+    def _apply_retention(self, dag_id: str) -> None:
         """Keep the pins of the newest ``keep_runs`` runs of ``dag_id`` (by first pin)."""
         first_pin: dict[str, float] = {}
         for pin in self._pins.values():

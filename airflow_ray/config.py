@@ -90,6 +90,27 @@ def pin_ttl() -> float:
     return value
 
 
+def checkpoint_conn_id() -> str:
+    """The AWS connection of checkpoints (default ``aws_default``)."""
+    return _get("checkpoint_conn_id") or "aws_default"
+
+
+def checkpoint_bucket() -> str | None:
+    """The configured checkpoint bucket, if any."""
+    return _get("checkpoint_bucket")
+
+
+def checkpoint_prefix() -> str:
+    """Key prefix of checkpoints in the bucket (default ``airflow-ray``)."""
+    value = _get("checkpoint_prefix")
+    return "airflow-ray" if value is None else value
+
+
+def checkpoint_retention_days() -> float | None:
+    """Days ``airflow-ray checkpoints prune`` keeps checkpoints; ``None``: keep them."""
+    return _positive_float("checkpoint_retention_days", None)
+
+
 def xcom_backend_is_ray() -> bool:
     """Whether Airflow is configured with :class:`~airflow_ray.xcom.backend.RayXComBackend` (or a subclass)."""
     from airflow.sdk.execution_time.xcom import XCom

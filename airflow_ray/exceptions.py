@@ -37,3 +37,14 @@ class RemoteCallableError(AirflowRayError):
 
 class RayObjectLostError(AirflowRayError):
     """An XCom reference points to an object that is no longer in the Ray cluster."""
+
+
+class RayCheckpointError(AirflowRayError):
+    """A checkpoint could not be written to, found in or read from S3."""
+
+
+class RayCheckpointIntegrityError(RayCheckpointError):
+    """A checkpoint does not match its manifest (or may not be unpickled from where it is).
+
+    It is refused, never loaded.
+    """

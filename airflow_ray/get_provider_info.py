@@ -97,6 +97,39 @@ def get_provider_info() -> dict[str, Any]:
                         "example": "3600",
                         "default": "86400",
                     },
+                    "checkpoint_conn_id": {
+                        "description": "The Airflow AWS connection for checkpoints on S3 (its extra "
+                        "may hold an endpoint_url for an S3-compatible server).",
+                        "version_added": "0.1.0",
+                        "type": "string",
+                        "example": "aws_checkpoints",
+                        "default": "aws_default",
+                    },
+                    "checkpoint_bucket": {
+                        "description": "The S3 bucket for checkpoints (checkpoint=True and "
+                        "RayCheckpointOperator), and where a result lost by the Ray cluster is looked "
+                        "for. Pickled checkpoints are loaded only from this bucket.",
+                        "version_added": "0.1.0",
+                        "type": "string",
+                        "example": "my-pipelines",
+                        "default": "",
+                    },
+                    "checkpoint_prefix": {
+                        "description": "Key prefix of checkpoints in the bucket.",
+                        "version_added": "0.1.0",
+                        "type": "string",
+                        "example": "airflow-ray",
+                        "default": "airflow-ray",
+                    },
+                    "checkpoint_retention_days": {
+                        "description": "How many days 'airflow-ray checkpoints prune' keeps "
+                        "checkpoints. Releasing pinned results never deletes checkpoints; only that "
+                        "command and 'airflow-ray checkpoints delete' do. Empty: keep them.",
+                        "version_added": "0.1.0",
+                        "type": "float",
+                        "example": "30",
+                        "default": "",
+                    },
                     "connect_timeout": {
                         "description": "Seconds that connecting to a Ray cluster may take before "
                         "the task fails with an error naming the connection and address.",

@@ -35,10 +35,23 @@ os.environ.update(
         "AIRFLOW__RAY__EMBEDDED_NUM_CPUS": "4",
         "AIRFLOW__RAY__EMBEDDED_OBJECT_STORE_MEMORY": str(3 * 1024**3),
         "RAY_USAGE_STATS_ENABLED": "0",
+        # Checkpoint tests talk to S3 servers on 127.0.0.1 only; never to AWS or its metadata.
+        "AWS_EC2_METADATA_DISABLED": "true",
     }
 )
 for name in list(os.environ):
-    if name.startswith(("AIRFLOW_CONN_", "RAY_AUTH_", "RAY_ADDRESS")):
+    if name.startswith(
+        (
+            "AIRFLOW_CONN_",
+            "AIRFLOW__RAY__CHECKPOINT",
+            "RAY_AUTH_",
+            "RAY_ADDRESS",
+            "AWS_ACCESS",
+            "AWS_SECRET",
+            "AWS_SESSION",
+            "AWS_PROFILE",
+        )
+    ):
         del os.environ[name]
 
 

@@ -14,7 +14,11 @@ from typing import Any
 
 from airflow_ray.exceptions import RayConfigurationError, RayTaskFailedError, RemoteCallableError
 
-_BY_VALUE_MODULES = ("airflow_ray.cluster.remote_call", "airflow_ray.cluster.owner")
+_BY_VALUE_MODULES = (
+    "airflow_ray.cluster.remote_call",
+    "airflow_ray.cluster.owner",
+    "airflow_ray.checkpoint.formats",
+)
 _POLL_INTERVAL = 0.5
 
 

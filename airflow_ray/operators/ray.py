@@ -78,6 +78,14 @@ class RayPythonOperator(PythonOperator):
         ``scheduling_strategy`` or ``max_retries`` (templated).
     :param ray_conn_id: the ``ray`` connection (default ``ray_default``: the embedded cluster
         when it does not exist).
+    :param checkpoint: also write the result to S3 when the task succeeds, so that a rerun
+        after the cluster lost it restores it from there (templated). The bucket is checked
+        before the callable runs: a wrong bucket, key or endpoint fails the task at once.
+    :param checkpoint_conn_id: the AWS connection of the checkpoint (templated; default
+        ``[ray] checkpoint_conn_id``, else ``aws_default``). ``checkpoint_source``, the
+        original Ray provider's name for it, is accepted too.
+    :param checkpoint_bucket: its S3 bucket (templated; default ``[ray] checkpoint_bucket``).
+    :param checkpoint_prefix: its key prefix (templated; default ``[ray] checkpoint_prefix``).
     """
 
     template_fields: Sequence[str] = (
@@ -90,6 +98,10 @@ class RayPythonOperator(PythonOperator):
         "ray_resources",
         "runtime_env",
         "ray_remote_args",
+        "checkpoint",
+        "checkpoint_conn_id",
+        "checkpoint_bucket",
+        "checkpoint_prefix",
     )
     template_fields_renderers = {
         **PythonOperator.template_fields_renderers,
@@ -112,9 +124,20 @@ class RayPythonOperator(PythonOperator):
         runtime_env: dict[str, Any] | str | None = None,
         ray_remote_args: dict[str, Any] | str | None = None,
         ray_conn_id: str = "ray_default",
+        checkpoint: bool | str = False,
+        checkpoint_conn_id: str | None = None,
+        checkpoint_bucket: str | None = None,
+        checkpoint_prefix: str | None = None,
+        checkpoint_source: str | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(python_callable=python_callable, op_args=op_args, op_kwargs=op_kwargs, **kwargs)
+        if checkpoint_source and checkpoint_conn_id and checkpoint_source != checkpoint_conn_id:
+            raise RayConfigurationError(
+                f"checkpoint_source={checkpoint_source!r} and checkpoint_conn_id={checkpoint_conn_id!r} "
+                f"name two connections; checkpoint_source is the old name of checkpoint_conn_id: "
+                f"pass one of them."
+            )
         self.num_cpus = num_cpus
         self.num_gpus = num_gpus
         self.memory = memory
@@ -123,6 +146,10 @@ class RayPythonOperator(PythonOperator):
         self.runtime_env = runtime_env
         self.ray_remote_args = ray_remote_args
         self.ray_conn_id = ray_conn_id
+        self.checkpoint = checkpoint
+        self.checkpoint_conn_id = checkpoint_conn_id or checkpoint_source
+        self.checkpoint_bucket = checkpoint_bucket
+        self.checkpoint_prefix = checkpoint_prefix
         self._remote_call: RemoteCall | None = None
         self._ray_task_name = ""
         self._producer: dict[str, Any] = {}
@@ -203,6 +230,15 @@ class RayPythonOperator(PythonOperator):
             num_cpus=self.num_cpus, num_gpus=self.num_gpus, memory=self.memory, resources=self.ray_resources
         )
         args, kwargs, inputs = self._hand_over_inputs()
+        checkpoint = self._checkpoint_location()
+        s3 = None
+        if checkpoint is not None:
+            from airflow_ray.checkpoint import store
+
+            s3 = store.preflight(checkpoint)
+            self.log.info(
+                "The result will be checkpointed to %s", checkpoint.uri(checkpoint.key_prefix(self._producer))
+            )
         # Results stay in the cluster when the Ray XCom backend will store them, unless a mapped
         # task expands over them (Airflow needs the list itself to count the expansion).
         keep = (
@@ -241,24 +277,68 @@ class RayPythonOperator(PythonOperator):
             raise
         finally:
             lines.close()
-        if keep or not self.do_xcom_push:
+        checkpointed = None
+        if checkpoint is not None:
+            result = self._remote_call.take()
+            checkpointed = self._write_checkpoint(checkpoint, s3, result, lines)
+        elif keep or not self.do_xcom_push:
             self._remote_call.forget()
-            return self._references(hook, meta) if keep else None
+        else:
+            result = self._remote_call.take()
+        if keep or not self.do_xcom_push:
+            return self._references(hook, meta, checkpointed) if keep else None
         import ray
 
-        result = self._remote_call.take()
         if isinstance(result, dict):
             return {key: ray.get(ref) for key, ref in result.items()}
         return ray.get(result)
 
-    def _references(self, hook: Any, meta: dict[str, Any]) -> Any:
+    def _checkpoint_location(self) -> Any:
+        """Where ``checkpoint=True`` writes the result, or ``None`` without it."""
+        if not _flag("checkpoint", self.checkpoint):
+            return None
+        from airflow_ray.checkpoint.store import CheckpointLocation
+
+        return CheckpointLocation.resolve(
+            self.checkpoint_conn_id, self.checkpoint_bucket, self.checkpoint_prefix
+        )
+
+    def _write_checkpoint(self, location: Any, s3: Any, result: Any, lines: _LineLogger) -> dict[str, Any]:
+        """Write the result (each key's value, for a split dict) from the cluster to S3.
+
+        :return: ``{xcom key: checkpoint document}`` for the references.
+        """
+        from airflow_ray.checkpoint import store
+
+        results = result if isinstance(result, dict) else {"return_value": result}
+        items = [({**self._producer, "key": key}, ref) for key, ref in results.items()]
+        manifests = store.write(location, items, ray_conn_id=self.ray_conn_id, on_output=lines.write, s3=s3)
+        documents = {}
+        for (producer, _), manifest in zip(items, manifests, strict=True):
+            self.log.info(
+                "Checkpointed XCom %r to %s (%s, %d bytes, sha256 %s)",
+                producer["key"],
+                manifest["uri"],
+                manifest["format"],
+                manifest["size_bytes"],
+                manifest["sha256"],
+            )
+            documents[producer["key"]] = {**location.to_json(), "uri": manifest["uri"]}
+        return documents
+
+    def _references(self, hook: Any, meta: dict[str, Any], checkpointed: dict[str, Any] | None = None) -> Any:
         from airflow_ray.cluster.owner import owner_name
         from airflow_ray.xcom.reference import RayXComReference
 
         def reference(key: str, value_meta: dict[str, Any]) -> RayXComReference:
             producer = {**self._producer, "key": key}
             return RayXComReference(
-                self.ray_conn_id, hook.settings.namespace, owner_name(), producer, value_meta
+                self.ray_conn_id,
+                hook.settings.namespace,
+                owner_name(),
+                producer,
+                value_meta,
+                (checkpointed or {}).get(key),
             )
 
         if "split_keys" in meta:
@@ -300,6 +380,18 @@ class RayPythonOperator(PythonOperator):
         if self._remote_call is not None:
             self.log.info("Cancelling Ray task %s", self._remote_call.name)
             self._remote_call.cancel()
+
+
+def _flag(name: str, value: Any) -> bool:
+    """A boolean argument that may arrive templated, as text."""
+    if isinstance(value, bool) or value is None:
+        return bool(value)
+    text = str(value).strip().lower()
+    if text in ("true", "1", "yes", "on"):
+        return True
+    if text in ("false", "0", "no", "off", "", "none"):
+        return False
+    raise RayConfigurationError(f"{name}={value!r} is not a boolean; pass True or False.")
 
 
 def _plain(key: str, value: Any) -> Any:

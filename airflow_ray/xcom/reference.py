@@ -45,6 +45,8 @@ class RayXComReference:
     :param producer: ``dag_id``, ``run_id``, ``task_id``, ``map_index`` and XCom ``key``.
     :param meta: ``type``, ``size_bytes`` and, where they apply, ``shape``, ``dtype``,
         ``rows``, ``columns``, ``length``.
+    :param checkpoint: where the producer checkpointed the value on S3 (``conn_id``, ``bucket``,
+        ``prefix``, and a readable ``uri``), if it did.
     """
 
     conn_id: str
@@ -52,6 +54,7 @@ class RayXComReference:
     owner: str
     producer: dict[str, Any]
     meta: dict[str, Any] = field(default_factory=dict)
+    checkpoint: dict[str, Any] | None = None
 
     @property
     def pin(self) -> str:
@@ -70,6 +73,8 @@ class RayXComReference:
         meta = dict(self.meta)
         document = {MARKER: MARKER_VALUE, "v": 1, **_readable(meta), "producer": self.producer}
         document.update(conn_id=self.conn_id, namespace=self.namespace, owner=self.owner)
+        if self.checkpoint:
+            document["checkpoint"] = self.checkpoint
         for trim in (_trim_columns, _drop_detail):
             if len(json.dumps(document)) <= MAX_REFERENCE_BYTES:
                 break
@@ -78,10 +83,15 @@ class RayXComReference:
 
     @classmethod
     def from_json(cls, document: dict[str, Any]) -> RayXComReference:
-        skip = (MARKER, "v", "producer", "conn_id", "namespace", "owner", "size")
+        skip = (MARKER, "v", "producer", "conn_id", "namespace", "owner", "size", "checkpoint")
         meta = {k: v for k, v in document.items() if k not in skip}
         return cls(
-            document["conn_id"], document["namespace"], document["owner"], dict(document["producer"]), meta
+            document["conn_id"],
+            document["namespace"],
+            document["owner"],
+            dict(document["producer"]),
+            meta,
+            document.get("checkpoint"),
         )
 
     def token(self) -> str:

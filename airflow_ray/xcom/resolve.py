@@ -20,26 +20,46 @@ def _owner(reference: RayXComReference) -> Any | None:
 def _lost(reference: RayXComReference) -> RayObjectLostError:
     return RayObjectLostError(
         f"The {reference.describe_producer()} is no longer in the Ray cluster of connection "
-        f"{reference.conn_id!r}: the cluster restarted, its owner actor died, or the object was "
-        f"released (retention: [ray] keep_runs and pin_ttl). Clear that task to compute it "
-        f"again, or enable checkpoints for it."
+        f"{reference.conn_id!r}, and it has no checkpoint: the cluster restarted, its owner actor "
+        f"died, or the object was released (retention: [ray] keep_runs and pin_ttl). Clear that "
+        f"task to compute it again, or give it checkpoint=True (with [ray] checkpoint_bucket set) "
+        f"so that a rerun can restore it."
     )
+
+
+def _pinned(reference: RayXComReference) -> Any | None:
+    """The ObjectRef pinned for ``reference``: by the owner that made it, or by this code's owner
+    (where a restore from a checkpoint puts it)."""
+    import ray
+
+    from airflow_ray.cluster.owner import owner_name
+    from airflow_ray.hooks.ray import RayHook
+
+    owner = _owner(reference)
+    held = None if owner is None else ray.get(owner.get.remote(reference.pin))
+    if held is None and reference.owner != owner_name():
+        current = RayHook(reference.conn_id).owner(reference.namespace)
+        held = ray.get(current.get.remote(reference.pin))
+    return None if held is None else held[0]
 
 
 def object_refs(references: list[RayXComReference]) -> list[Any]:
     """The ObjectRefs of ``references`` (the bytes stay in the cluster).
 
-    :raises RayObjectLostError: when one is no longer pinned in its cluster.
+    A value the cluster lost is restored from its S3 checkpoint, where it has one.
+
+    :raises RayObjectLostError: when one is no longer in its cluster and has no checkpoint.
     """
-    import ray
+    from airflow_ray.checkpoint.store import restore
 
     refs: list[Any] = []
     for reference in references:
-        owner = _owner(reference)
-        held = None if owner is None else ray.get(owner.get.remote(reference.pin))
-        if held is None:
+        ref = _pinned(reference)
+        if ref is None:
+            ref = restore(reference)
+        if ref is None:
             raise _lost(reference)
-        refs.append(held[0])
+        refs.append(ref)
     return refs
 
 

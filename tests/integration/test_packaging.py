@@ -52,6 +52,7 @@ def spy(cls, conn_id):
 BaseHook.get_connection = classmethod(spy)
 
 import airflow_ray, airflow_ray.hooks.ray, airflow_ray.operators.ray, airflow_ray.decorators.ray
+import airflow_ray.operators.checkpoint, airflow_ray.xcom.backend
 import airflow_ray.cli, airflow_ray.get_provider_info, airflow_ray.cluster.local, airflow_ray.cluster.submit
 from airflow.dag_processing.dagbag import DagBag
 bag = DagBag(dag_folder=sys.argv[1])

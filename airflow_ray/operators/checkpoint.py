@@ -1,0 +1,146 @@
+"""``RayCheckpointOperator``: persist chosen upstream results to S3."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from airflow.sdk import BaseOperator, XComArg
+
+from airflow_ray.exceptions import RayConfigurationError
+
+if TYPE_CHECKING:
+    from airflow.sdk import Context
+
+
+class RayCheckpointOperator(BaseOperator):
+    """Write the results of upstream tasks to S3, so that a rerun after the cluster lost them works.
+
+    A result kept in the Ray cluster (``RayXComBackend``) goes from the cluster to S3 directly:
+    its bytes never pass through this worker. Any other task's XCom is written from here. Each
+    result gets its own folder, named after its XCom, with a Parquet, ``.npy`` or cloudpickle
+    file and a ``manifest.json`` (see :mod:`airflow_ray.checkpoint.store`); a rerun overwrites it.
+
+    When a later task needs a result that the cluster no longer holds, the XCom backend
+    restores it from the configured location (``[ray] checkpoint_bucket``, the default here).
+
+    .. code-block:: python
+
+        features = build_features()  # a @task.ray returning a pyarrow Table
+        RayCheckpointOperator(task_id="checkpoint", outputs=[features, "split:test"])
+
+    :param outputs: what to checkpoint (templated): XComArgs, or task ids as text, with
+        ``task_id:key`` for another XCom key than ``return_value``. A mapped task's results are
+        all written, one folder per map index.
+    :param aws_conn_id: the AWS connection (templated; default ``[ray] checkpoint_conn_id``).
+    :param bucket: the S3 bucket (templated; default ``[ray] checkpoint_bucket``).
+    :param prefix: the key prefix (templated; default ``[ray] checkpoint_prefix``).
+    :return: one entry per checkpoint written: ``task_id``, ``map_index``, ``key``, ``uri``,
+        ``format``, ``size_bytes``, ``sha256``.
+    """
+
+    template_fields: Sequence[str] = ("outputs", "aws_conn_id", "bucket", "prefix")
+    ui_color = "#ffe9c7"
+
+    def __init__(
+        self,
+        *,
+        outputs: XComArg | str | Sequence[XComArg | str],
+        aws_conn_id: str | None = None,
+        bucket: str | None = None,
+        prefix: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        items = [outputs] if isinstance(outputs, (XComArg, str)) else list(outputs)
+        self.outputs = [_source(item) for item in items]
+        for item in items:
+            if isinstance(item, XComArg):
+                for operator, _ in item.iter_references():
+                    self.set_upstream(operator)
+        self.aws_conn_id = aws_conn_id
+        self.bucket = bucket
+        self.prefix = prefix
+
+    def execute(self, context: Context) -> list[dict[str, Any]]:
+        from airflow_ray.checkpoint import store
+        from airflow_ray.checkpoint.store import CheckpointLocation
+        from airflow_ray.xcom.reference import RayXComReference, ray_consumer
+        from airflow_ray.xcom.resolve import object_refs
+
+        location = CheckpointLocation.resolve(self.aws_conn_id, self.bucket, self.prefix)
+        s3 = store.preflight(location)
+        ti = context["ti"]
+        written: list[dict[str, Any]] = []
+        for source in self.outputs:
+            task_id, _, key = source.partition(":")
+            key = key or "return_value"
+            with ray_consumer():  # references stay references: the bytes stay in the cluster
+                values = ti.xcom_pull(task_ids=[task_id], key=key)
+            values = [value for value in values if value is not None]
+            if not values:
+                raise RayConfigurationError(
+                    f"Task {task_id!r} pushed no XCom {key!r} in run {ti.run_id!r}: nothing to "
+                    f"checkpoint. Check the task id and key in outputs={self.outputs!r}."
+                )
+            mapped = (
+                _is_mapped(self.dag.get_task(task_id)) if self.dag and self.dag.has_task(task_id) else False
+            )
+            for index, value in enumerate(values):
+                if isinstance(value, RayXComReference):
+                    manifests = store.write(
+                        location,
+                        [(value.producer, object_refs([value])[0])],
+                        ray_conn_id=value.conn_id,
+                        s3=s3,
+                    )
+                else:
+                    producer = {
+                        "dag_id": ti.dag_id,
+                        "run_id": ti.run_id,
+                        "task_id": task_id,
+                        "map_index": index if mapped else -1,
+                        "key": key,
+                    }
+                    manifests = store.write(location, [(producer, value)], s3=s3)
+                for manifest in manifests:
+                    self.log.info(
+                        "Checkpointed XCom %r of task %r to %s (%s, %d bytes)",
+                        key,
+                        task_id,
+                        manifest["uri"],
+                        manifest["format"],
+                        manifest["size_bytes"],
+                    )
+                    written.append(
+                        {
+                            "task_id": task_id,
+                            "map_index": manifest["producer"]["map_index"],
+                            "key": key,
+                            "uri": manifest["uri"],
+                            "format": manifest["format"],
+                            "size_bytes": manifest["size_bytes"],
+                            "sha256": manifest["sha256"],
+                        }
+                    )
+        return written
+
+
+def _is_mapped(task: Any) -> bool:
+    from airflow.sdk.definitions.mappedoperator import MappedOperator
+
+    return isinstance(task, MappedOperator)
+
+
+def _source(item: XComArg | str) -> str:
+    """``task_id`` or ``task_id:key`` for an output given as an XComArg or as text."""
+    if isinstance(item, str):
+        return item
+    references = list(item.iter_references()) if isinstance(item, XComArg) else []
+    if len(references) != 1:
+        raise RayConfigurationError(
+            f"outputs holds {item!r}; give XComArgs of one task each (a task's .output, what a "
+            f"@task returns, or one key of it) or task ids as text."
+        )
+    operator, key = references[0]
+    return operator.task_id if key == "return_value" else f"{operator.task_id}:{key}"

@@ -20,7 +20,12 @@ def get_provider_info() -> dict[str, Any]:
                 "tags": ["compute"],
             }
         ],
-        "operators": [{"integration-name": "Ray", "python-modules": ["airflow_ray.operators.ray"]}],
+        "operators": [
+            {
+                "integration-name": "Ray",
+                "python-modules": ["airflow_ray.operators.ray", "airflow_ray.operators.checkpoint"],
+            }
+        ],
         "hooks": [{"integration-name": "Ray", "python-modules": ["airflow_ray.hooks.ray"]}],
         "connection-types": [
             {

@@ -197,7 +197,7 @@ def choose_format(value: Any) -> tuple[str, str]:
         return "parquet", "pandas.DataFrame"
     if module == "numpy" and name == "ndarray" and not value.dtype.hasobject:
         return "npy", "numpy.ndarray"
-    return "cloudpickle", f"{type(value).__module__}.{type(value).__qualname__}"
+    return "cloudpickle", f"{type(value).__module__}.{type(value).__qualname__}".removeprefix("builtins.")
 
 
 def _arrow_can_hold(frame: Any) -> bool:

@@ -35,4 +35,8 @@ def test_connection_form_and_decorator():
         "connect_timeout",
         "keep_runs",
         "pin_ttl",
+        "checkpoint_conn_id",
+        "checkpoint_bucket",
+        "checkpoint_prefix",
+        "checkpoint_retention_days",
     }

@@ -17,6 +17,10 @@ TEMPLATED = {
     "ray_resources",
     "runtime_env",
     "ray_remote_args",
+    "checkpoint",
+    "checkpoint_conn_id",
+    "checkpoint_bucket",
+    "checkpoint_prefix",
 }
 
 
@@ -115,3 +119,28 @@ def test_line_logger_joins_split_chunks_and_flushes_the_tail():
     assert log.lines == ["partial", "whole"]
     lines.close()
     assert log.lines == ["partial", "whole", "next"]
+
+
+def test_checkpoint_source_is_the_old_name_of_checkpoint_conn_id():
+    with DAG("unit_ckpt", schedule=None, start_date=pendulum.datetime(2026, 1, 1)):
+        op = RayPythonOperator(task_id="t", python_callable=len, checkpoint=True, checkpoint_source="aws_s3")
+        with pytest.raises(RayConfigurationError, match="checkpoint_source='a' and checkpoint_conn_id='b'"):
+            RayPythonOperator(task_id="u", python_callable=len, checkpoint_source="a", checkpoint_conn_id="b")
+    assert op.checkpoint_conn_id == "aws_s3"
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [(True, True), (False, False), (None, False), ("True", True), ("false", False), ("1", True), ("", False)],
+)
+def test_checkpoint_flag_may_be_templated(value, expected):
+    from airflow_ray.operators.ray import _flag
+
+    assert _flag("checkpoint", value) is expected
+
+
+def test_a_checkpoint_flag_that_is_not_a_boolean_is_named():
+    from airflow_ray.operators.ray import _flag
+
+    with pytest.raises(RayConfigurationError, match="checkpoint='maybe' is not a boolean"):
+        _flag("checkpoint", "maybe")

@@ -17,7 +17,7 @@ venv: $(VENV)/.installed
 $(VENV)/.installed: setup.py requirements/lock.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade "pip>=24"
-	$(BIN)/python -m pip install --quiet -c requirements/lock.txt -e ".[tests,dev]"
+	$(BIN)/python -m pip install --quiet -c requirements/lock.txt -e ".[tests,dev,examples]"
 	touch $@
 
 example: venv

@@ -1,5 +1,5 @@
 # Two commands on a fresh machine (Python 3.11 and make):
-#   make example   run the main job: the example DAG end to end on the embedded Ray cluster
+#   make example   run the main job: the XGBoost HIGGS DAG end to end on the embedded Ray cluster
 #   make test      lint, type-check and run every test
 # Both build the environment in .venv first (pinned by requirements/lock.txt).
 
@@ -9,6 +9,9 @@ PYTHON ?= python3
 AIRFLOW_ENV := AIRFLOW_HOME=$(CURDIR)/airflow-home AIRFLOW__CORE__DAGS_FOLDER=$(CURDIR)/dags \
 	AIRFLOW__CORE__LOAD_EXAMPLES=false RAY_USAGE_STATS_ENABLED=0 \
 	AIRFLOW__CORE__XCOM_BACKEND=airflow_ray.xcom.backend.RayXComBackend
+
+# DAG params of the main job, e.g. make example CONF='{"path": "/data/HIGGS.csv.gz", "rows": 0}'
+CONF ?= {}
 
 .PHONY: venv example test lint typing stop-cluster clean
 
@@ -22,7 +25,8 @@ $(VENV)/.installed: setup.py requirements/lock.txt
 
 example: venv
 	$(AIRFLOW_ENV) $(BIN)/airflow db migrate > /dev/null
-	$(AIRFLOW_ENV) $(BIN)/airflow dags test example_ray_pipeline
+	$(AIRFLOW_ENV) $(BIN)/airflow dags test xgboost_higgs -c '$(CONF)'
+	$(AIRFLOW_ENV) $(BIN)/python scripts/report_run.py xgboost_higgs
 	@echo "The embedded Ray cluster keeps running for the next DAG run; stop it with: make stop-cluster"
 
 stop-cluster: venv

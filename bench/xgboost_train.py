@@ -1,0 +1,153 @@
+"""XGBoost training: the HIGGS DAG's train task against plain ``xgboost.train``, and the DAG by task.
+
+Usage (from the repository root, after ``make venv``)::
+
+    .venv/bin/python bench/xgboost_train.py [--rows 1000000] [--rounds 50] [--configs 2x1,1x2] [--repeat 1]
+
+For each configuration ``ACTORSxCPUS`` (xgboost_ray actors x CPUs per actor), in one run:
+
+- the whole ``xgboost_higgs`` DAG of dags/ runs in ``dag.test()`` on ``--rows`` generated
+  HIGGS-shaped rows. The train task's time is its task instance's wall time in the metadata DB,
+  start to end: submitting the Ray task, handing it the training split inside the cluster,
+  starting the xgboost_ray actors, loading their shards, training, keeping the model.
+- plain ``xgboost.train`` trains in this process on the same training rows (the DAG's split
+  of the same generated rows), with the same parameters, rounds and per-round evaluation and
+  ``nthread`` = actors x CPUs; building the DMatrix is included, as loading is in the DAG's.
+
+It prints the ratio (DAG train task / plain) and every task's wall time. A warm-up run of the
+DAG on a few rows comes first, so that starting the embedded cluster, Airflow's in-process API
+and the first imports in the Ray workers stay out of the figures. The embedded cluster (of a
+temporary ``AIRFLOW_HOME``) offers every CPU of the machine and is stopped at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+TASKS = ("load", "split", "train", "evaluate")
+
+
+def prepare_home() -> Path:
+    """A private AIRFLOW_HOME with the example DAGs; set before Airflow is imported."""
+    home = Path(tempfile.mkdtemp(prefix="afr-xgb-"))
+    (home / "dags").mkdir()
+    for path in (REPO / "dags").glob("*.py"):
+        shutil.copy(path, home / "dags" / path.name)
+    os.environ.update(
+        AIRFLOW_HOME=str(home),
+        AIRFLOW__CORE__DAGS_FOLDER=str(home / "dags"),
+        AIRFLOW__CORE__LOAD_EXAMPLES="false",
+        AIRFLOW__CORE__XCOM_BACKEND="airflow_ray.xcom.backend.RayXComBackend",
+        AIRFLOW__DATABASE__SQL_ALCHEMY_CONN=f"sqlite:///{home / 'airflow.db'}",
+        AIRFLOW__RAY__EMBEDDED_DIR=str(home / "ray"),
+        RAY_USAGE_STATS_ENABLED="0",
+    )
+    subprocess.run([sys.executable, "-m", "airflow", "db", "migrate"], check=True, capture_output=True)
+    return home
+
+
+def run_dag(dag: Any, conf: dict[str, Any]) -> dict[str, float]:
+    """Run the DAG in ``dag.test()``; seconds per task and for the whole run, from the metadata DB."""
+    from airflow.models.dagrun import DagRun
+    from airflow.utils.session import create_session
+
+    dag_run = dag.test(run_conf=conf)
+    with create_session() as session:
+        run = session.get(DagRun, dag_run.id)
+        tis = run.get_task_instances(session=session)
+        states = {ti.task_id: str(ti.state) for ti in tis}
+        if set(states.values()) != {"success"}:
+            raise SystemExit(f"The DAG run failed: {states}")
+        times = {ti.task_id: (ti.end_date - ti.start_date).total_seconds() for ti in tis}
+        times["whole DAG"] = (run.end_date - run.start_date).total_seconds()
+    return times
+
+
+def plain_xgboost(rows: int, rounds: int, nthread: int) -> float:
+    """Seconds of plain ``xgboost.train`` on the DAG's training rows, DMatrix included."""
+    import xgboost
+    from higgs_data import FEATURES, generate_higgs, split_higgs
+    from higgs_model import XGBOOST_PARAMS
+
+    train = split_higgs(generate_higgs(rows, seed=42), test_fraction=0.2, seed=42)["train"]
+    started = time.monotonic()
+    dtrain = xgboost.DMatrix(train[FEATURES], label=train["label"], nthread=nthread)
+    xgboost.train(
+        {**XGBOOST_PARAMS, "nthread": nthread},
+        dtrain,
+        num_boost_round=rounds,
+        evals=[(dtrain, "train")],
+        verbose_eval=False,
+    )
+    return time.monotonic() - started
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--rows", type=int, default=1_000_000)
+    parser.add_argument("--rounds", type=int, default=50)
+    parser.add_argument("--configs", default="2x1,1x2", help="ACTORSxCPUS, comma-separated")
+    parser.add_argument("--repeat", type=int, default=1, help="runs per configuration; medians are shown")
+    args = parser.parse_args()
+    configs = [tuple(int(n) for n in config.split("x")) for config in args.configs.split(",")]
+
+    home = prepare_home()
+    from airflow.dag_processing.bundles.manager import DagBundlesManager
+    from airflow.dag_processing.dagbag import BundleDagBag, sync_bag_to_db
+
+    from airflow_ray.cluster.local import EmbeddedCluster
+
+    results: list[dict[str, Any]] = []
+    try:
+        DagBundlesManager().sync_bundles_to_db()
+        bag = BundleDagBag(
+            dag_folder=str(home / "dags"), bundle_path=home / "dags", bundle_name="dags-folder"
+        )
+        sync_bag_to_db(bag, "dags-folder", None)
+        dag = bag.get_dag("xgboost_higgs")
+        run_dag(dag, {"rows": 10_000, "rounds": 2, "actors": 1, "cpus_per_actor": 1})
+        for actors, cpus in configs:
+            for _ in range(args.repeat):
+                conf = {"rows": args.rows, "rounds": args.rounds, "actors": actors, "cpus_per_actor": cpus}
+                times = run_dag(dag, conf)
+                plain = plain_xgboost(args.rows, args.rounds, actors * cpus)
+                results.append({"config": f"{actors}x{cpus}", "plain": plain, **times})
+                print(
+                    {
+                        key: round(value, 2) if isinstance(value, float) else value
+                        for key, value in results[-1].items()
+                    }
+                )
+    finally:
+        EmbeddedCluster(home / "ray").stop()
+        shutil.rmtree(home, ignore_errors=True)
+
+    train_rows = args.rows - round(args.rows * 0.2)
+    print(
+        f"\n{args.rows:,} generated HIGGS-shaped rows ({train_rows:,} train), {args.rounds} rounds, "
+        f"{os.cpu_count()} CPUs; medians of {args.repeat} run(s), seconds"
+    )
+    header = f"{'actors x CPUs':>13} {'threads':>7} {'plain xgb':>9} {'DAG train':>9} {'ratio':>6}"
+    print(header + "".join(f" {task:>8}" for task in (*TASKS, "whole DAG")))
+    for actors, cpus in configs:
+        rows = [r for r in results if r["config"] == f"{actors}x{cpus}"]
+        median = {key: statistics.median(r[key] for r in rows) for key in ("plain", *TASKS, "whole DAG")}
+        print(
+            f"{actors:>9} x {cpus} {actors * cpus:>7} {median['plain']:>9.1f} {median['train']:>9.1f} "
+            f"{median['train'] / median['plain']:>5.2f}x"
+            + "".join(f" {median[task]:>8.1f}" for task in (*TASKS, "whole DAG"))
+        )
+
+
+if __name__ == "__main__":
+    main()

@@ -180,26 +180,32 @@ def signal_accuracy(table: pa.Table) -> float | None:
 
 
 def split_higgs(
-    table: pa.Table, test_fraction: float | str = 0.2, seed: int | str = 42
+    table: pa.Table, test_fraction: float | str = 0.2, valid_fraction: float | str = 0.1, seed: int | str = 42
 ) -> dict[str, pd.DataFrame]:
-    """Split the rows at random into ``{"train": ..., "test": ...}`` pandas DataFrames.
+    """Split the rows at random into ``{"train": ..., "valid": ..., "test": ...}`` DataFrames.
 
-    pandas because xgboost_ray's ``RayDMatrix`` takes DataFrames (not Arrow tables).
+    ``valid`` is what training reports its metrics on each round, ``test`` is kept for the
+    final evaluation. pandas because xgboost_ray's ``RayDMatrix`` takes DataFrames (not Arrow).
     """
     import numpy as np
 
-    fraction = float(test_fraction)
-    if not 0 < fraction < 1:
-        raise ValueError(f"test_fraction={test_fraction!r} must lie between 0 and 1, e.g. 0.2.")
+    test, valid = float(test_fraction), float(valid_fraction)
+    if not (0 < test < 1 and 0 < valid < 1 and test + valid < 1):
+        raise ValueError(
+            f"test_fraction={test_fraction!r} and valid_fraction={valid_fraction!r} must be fractions "
+            f"between 0 and 1 that leave rows to train on, e.g. 0.2 and 0.1."
+        )
     order = np.random.default_rng(int(seed)).permutation(table.num_rows)
-    test_rows = round(table.num_rows * fraction)
+    ends = np.cumsum([round(table.num_rows * test), round(table.num_rows * valid)])
     # Sorted indices keep each part in the file's order (and the take cache-friendly).
-    test = table.take(np.sort(order[:test_rows])).to_pandas()
-    train = table.take(np.sort(order[test_rows:])).to_pandas()
+    test_rows, valid_rows, train_rows = np.split(order, ends)
+    parts = {
+        name: table.take(np.sort(indices)).to_pandas()
+        for name, indices in (("train", train_rows), ("valid", valid_rows), ("test", test_rows))
+    }
     log.info(
-        "Split %s rows into %s for training and %s for testing",
+        "Split %s rows: %s to train on, %s to validate each round, %s to test",
         f"{table.num_rows:,}",
-        f"{len(train):,}",
-        f"{len(test):,}",
+        *(f"{len(parts[name]):,}" for name in ("train", "valid", "test")),
     )
-    return {"train": train, "test": test}
+    return parts

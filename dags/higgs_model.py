@@ -69,25 +69,26 @@ def require_xgboost_ray() -> None:
 
 
 def train_model(
-    train: pd.DataFrame, rounds: int = 50, num_actors: int = 2, cpus_per_actor: int = 1
+    train: pd.DataFrame, valid: pd.DataFrame, rounds: int = 50, num_actors: int = 2, cpus_per_actor: int = 1
 ) -> xgboost.Booster:
     """Train XGBoost on Ray: ``num_actors`` xgboost_ray actors of ``cpus_per_actor`` CPUs each.
 
-    Each round's training metrics go to the log while training runs.
+    After every round the metrics on the ``valid`` rows go to the log, while training runs.
     """
     require_xgboost_ray()
     from xgboost_ray import RayDMatrix, RayParams
     from xgboost_ray import train as train_on_ray
 
     rounds = int(rounds)
-    dtrain = RayDMatrix(train, label="label")
     evals_result: dict[str, Any] = {}
     started = time.monotonic()
     model = train_on_ray(
         XGBOOST_PARAMS,
-        dtrain,
+        RayDMatrix(train, label="label"),
         num_boost_round=rounds,
-        evals=[(dtrain, "train")],
+        # Not the training rows: xgboost_ray would build a second matrix of them, and xgboost
+        # predicts an evaluation matrix each round, where it updates the training one for free.
+        evals=[(RayDMatrix(valid, label="label"), "valid")],
         evals_result=evals_result,
         ray_params=RayParams(
             num_actors=int(num_actors), cpus_per_actor=int(cpus_per_actor), max_actor_restarts=1
@@ -96,12 +97,12 @@ def train_model(
         verbose_eval=False,
     )
     log.info(
-        "Trained %d rounds on %s rows in %.1f s: train logloss %.4f, error %.4f",
+        "Trained %d rounds on %s rows in %.1f s: validation logloss %.4f, error %.4f",
         rounds,
         f"{len(train):,}",
         time.monotonic() - started,
-        evals_result["train"]["logloss"][-1],
-        evals_result["train"]["error"][-1],
+        evals_result["valid"]["logloss"][-1],
+        evals_result["valid"]["error"][-1],
     )
     return model
 
@@ -126,7 +127,7 @@ def _round_logger(rounds: int) -> xgboost.callback.TrainingCallback:
 
 
 def _last(evals_log: dict[str, dict[str, list[float]]]) -> str:
-    """``train-logloss 0.51234  train-error 0.24010`` from xgboost's evaluation log."""
+    """``valid-logloss 0.51234  valid-error 0.24010`` from xgboost's evaluation log."""
     return "  ".join(
         f"{data}-{metric} {values[-1]:.5f}"
         for data, metrics in evals_log.items()
@@ -174,6 +175,7 @@ def auc_score(labels: np.ndarray, scores: np.ndarray) -> float:
 
 def tune_model(
     train: pd.DataFrame,
+    valid: pd.DataFrame,
     rounds: int = 20,
     samples: int = 8,
     num_actors: int = 1,
@@ -182,22 +184,19 @@ def tune_model(
 ) -> dict[str, Any]:
     """Search max_depth, min_child_weight, subsample and eta with Ray Tune and ASHA.
 
-    Each trial trains on 80% of ``train`` with xgboost_ray and reports its validation metrics
-    and model after every round; ASHA stops the poor trials early. The best trial's model is
-    loaded from its checkpoint.
+    Each trial trains on ``train`` with xgboost_ray and reports its metrics on ``valid`` and
+    its model to Tune after every round; ASHA stops the poor trials early. The best trial's
+    model is loaded from its checkpoint.
 
     :return: ``{"model": Booster, "config": the best trial's parameters, "valid_error": ...}``.
     """
     require_xgboost_ray()
-    import numpy as np
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler
     from ray.tune.search import BasicVariantGenerator
     from xgboost_ray import RayParams
 
     rounds, samples, seed = int(rounds), int(samples), int(seed)
-    holdout = np.random.default_rng(seed).random(len(train)) < 0.2
-    fit, valid = train[~holdout], train[holdout]
     ray_params = RayParams(
         num_actors=int(num_actors), cpus_per_actor=int(cpus_per_actor), max_actor_restarts=1
     )
@@ -207,7 +206,9 @@ def tune_model(
         "subsample": tune.uniform(0.5, 1.0),
         "eta": tune.loguniform(1e-2, 3e-1),
     }
-    trainable = tune.with_parameters(_tune_trial, fit=fit, valid=valid, rounds=rounds, ray_params=ray_params)
+    trainable = tune.with_parameters(
+        _tune_trial, train=train, valid=valid, rounds=rounds, ray_params=ray_params
+    )
     # The trial itself only drives its xgboost_ray actors; they hold the CPUs.
     resources = tune.PlacementGroupFactory(
         [{}] + [{"CPU": ray_params.cpus_per_actor}] * ray_params.num_actors
@@ -247,7 +248,7 @@ def tune_model(
 
 
 def _tune_trial(
-    config: dict[str, Any], fit: pd.DataFrame, valid: pd.DataFrame, rounds: int, ray_params: Any
+    config: dict[str, Any], train: pd.DataFrame, valid: pd.DataFrame, rounds: int, ray_params: Any
 ) -> None:
     """One Tune trial: xgboost_ray training that reports to Tune after every round."""
     import xgboost
@@ -269,7 +270,7 @@ def _tune_trial(
     dvalid = RayDMatrix(valid, label="label")
     train_on_ray(
         {**XGBOOST_PARAMS, **config},
-        RayDMatrix(fit, label="label"),
+        RayDMatrix(train, label="label"),
         num_boost_round=rounds,
         evals=[(dvalid, "valid")],
         ray_params=ray_params,

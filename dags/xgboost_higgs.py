@@ -45,7 +45,7 @@ with DAG(
     split = RayPythonOperator(
         task_id="split",
         python_callable=split_higgs,
-        op_kwargs={"table": load.output, "test_fraction": 0.2},
+        op_kwargs={"table": load.output, "test_fraction": 0.2, "valid_fraction": 0.1},
         multiple_outputs=True,
     )
     train = RayPythonOperator(
@@ -53,6 +53,7 @@ with DAG(
         python_callable=train_model,
         op_kwargs={
             "train": split.output["train"],
+            "valid": split.output["valid"],
             "rounds": "{{ params.rounds }}",
             "num_actors": "{{ params.actors }}",
             "cpus_per_actor": "{{ params.cpus_per_actor }}",

@@ -42,19 +42,27 @@ def xgboost_higgs_taskflow():
 
     @task.ray(multiple_outputs=True)
     def split(table: pa.Table) -> dict[str, pd.DataFrame]:
-        return split_higgs(table, test_fraction=0.2)
+        return split_higgs(table, test_fraction=0.2, valid_fraction=0.1)
 
     # num_cpus=0: the xgboost_ray actors reserve the CPUs; this task only drives them.
     @task.ray(num_cpus=0)
-    def train(rows: pd.DataFrame, rounds: int, actors: int, cpus_per_actor: int) -> xgboost.Booster:
-        return train_model(rows, rounds, num_actors=actors, cpus_per_actor=cpus_per_actor)
+    def train(
+        train_rows: pd.DataFrame, valid_rows: pd.DataFrame, rounds: int, actors: int, cpus_per_actor: int
+    ) -> xgboost.Booster:
+        return train_model(train_rows, valid_rows, rounds, num_actors=actors, cpus_per_actor=cpus_per_actor)
 
     @task.ray
     def evaluate(model: xgboost.Booster, test: pd.DataFrame) -> dict[str, Any]:
         return evaluate_model(model, test)
 
     parts = split(load("{{ params.path }}", "{{ params.rows }}", "{{ params.aws_conn_id }}"))
-    model = train(parts["train"], "{{ params.rounds }}", "{{ params.actors }}", "{{ params.cpus_per_actor }}")
+    model = train(
+        parts["train"],
+        parts["valid"],
+        "{{ params.rounds }}",
+        "{{ params.actors }}",
+        "{{ params.cpus_per_actor }}",
+    )
     evaluate(model, parts["test"])
 
 

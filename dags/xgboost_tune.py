@@ -59,7 +59,7 @@ with DAG(
     split = RayPythonOperator(
         task_id="split",
         python_callable=split_higgs,
-        op_kwargs={"table": load.output, "test_fraction": 0.2},
+        op_kwargs={"table": load.output, "test_fraction": 0.2, "valid_fraction": 0.1},
         multiple_outputs=True,
     )
     tune = RayPythonOperator(
@@ -67,6 +67,7 @@ with DAG(
         python_callable=tune_model,
         op_kwargs={
             "train": split.output["train"],
+            "valid": split.output["valid"],
             "rounds": "{{ params.rounds }}",
             "samples": "{{ params.samples }}",
             "num_actors": "{{ params.actors }}",

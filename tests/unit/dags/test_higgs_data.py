@@ -172,14 +172,19 @@ def test_load_says_which_data_it_uses(tmp_path, caplog):
     assert f"Reading HIGGS data from {path} (all rows)" in caplog.text
 
 
-def test_split_is_a_deterministic_partition():
+def test_split_is_a_deterministic_partition_in_three():
     table = generate_higgs(10_000, seed=6)
-    parts = split_higgs(table, test_fraction="0.25", seed=1)
-    assert (len(parts["train"]), len(parts["test"])) == (7_500, 2_500)
-    assert list(parts["train"].columns) == COLUMNS
-    both = np.concatenate([parts["train"].to_numpy(), parts["test"].to_numpy()])
-    assert np.array_equal(np.unique(both, axis=0), np.unique(values(table), axis=0))
-    again = split_higgs(table, test_fraction=0.25, seed=1)
-    assert again["test"].equals(parts["test"])
-    with pytest.raises(ValueError, match="between 0 and 1"):
-        split_higgs(table, test_fraction=1.5)
+    parts = split_higgs(table, test_fraction="0.25", valid_fraction="0.1", seed=1)
+    assert {name: len(part) for name, part in parts.items()} == {
+        "train": 6_500,
+        "valid": 1_000,
+        "test": 2_500,
+    }
+    assert all(list(part.columns) == COLUMNS for part in parts.values())
+    every = np.concatenate([part.to_numpy() for part in parts.values()])
+    assert len(np.unique(every, axis=0)) == 10_000
+    assert np.array_equal(np.unique(every, axis=0), np.unique(values(table), axis=0))
+    again = split_higgs(table, test_fraction=0.25, valid_fraction=0.1, seed=1)
+    assert all(again[name].equals(parts[name]) for name in parts)
+    with pytest.raises(ValueError, match="leave rows to train on"):
+        split_higgs(table, test_fraction=0.6, valid_fraction=0.4)

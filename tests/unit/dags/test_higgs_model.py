@@ -55,15 +55,15 @@ def test_auc_counts_ties_as_one_half():
 
 
 def test_round_metrics_read_like_xgboost_s_own():
-    log = {"train": {"logloss": [0.7, 0.61234], "error": [0.3, 0.25]}}
-    assert _last(log) == "train-logloss 0.61234  train-error 0.25000"
+    log = {"valid": {"logloss": [0.7, 0.61234], "error": [0.3, 0.25]}}
+    assert _last(log) == "valid-logloss 0.61234  valid-error 0.25000"
 
 
 def test_evaluate_reports_accuracy_and_auc_near_what_the_signal_allows():
     import xgboost
 
     table = generate_higgs(30_000, seed=11)
-    parts = split_higgs(table, test_fraction=0.2, seed=11)
+    parts = split_higgs(table, test_fraction=0.2, valid_fraction=0.1, seed=11)
     train = parts["train"]
     model = xgboost.train(
         {"objective": "binary:logistic", "tree_method": "hist", "nthread": 1},

@@ -38,6 +38,21 @@ class HiggsFormatError(ValueError):
     """The data read is not in the HIGGS format (no header; label, then 28 features)."""
 
 
+def data_params(rows: int) -> dict[str, Any]:
+    """The DAG params that choose the rows: ``path``, ``rows`` and ``aws_conn_id`` (see load_higgs)."""
+    from airflow.sdk import Param
+
+    return {
+        "path": Param(
+            "", type="string", description="HIGGS .csv(.gz): local, http(s) or s3://; empty: generate"
+        ),
+        "rows": Param(rows, type="integer", minimum=0, description="rows to read (0: all) or to generate"),
+        "aws_conn_id": Param(
+            "aws_default", type="string", description="the connection that reads s3:// paths"
+        ),
+    }
+
+
 def load_higgs(
     path: str | None = None,
     rows: int | str | None = None,

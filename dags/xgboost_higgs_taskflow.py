@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 import pendulum
 from airflow.sdk import Param, dag, task
-from higgs_data import load_higgs, split_higgs
+from higgs_data import data_params, load_higgs, split_higgs
 from higgs_model import evaluate_model, train_model
 
 if TYPE_CHECKING:
@@ -23,14 +23,10 @@ if TYPE_CHECKING:
     start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
     catchup=False,
     params={
-        "path": Param(
-            "", type="string", description="HIGGS .csv(.gz): local, http(s) or s3://; empty: generate"
-        ),
-        "rows": Param(1_000_000, type="integer", minimum=0, description="rows to read (0: all) or generate"),
+        **data_params(rows=1_000_000),
         "rounds": Param(50, type="integer", minimum=1),
         "actors": Param(2, type="integer", minimum=1),
         "cpus_per_actor": Param(1, type="integer", minimum=1),
-        "aws_conn_id": Param("aws_default", type="string", description="connection that reads s3:// paths"),
     },
     render_template_as_native_obj=True,
     tags=["ray", "xgboost", "example"],

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 import pendulum
 from airflow.sdk import DAG, Param
-from higgs_data import load_higgs, split_higgs
+from higgs_data import data_params, load_higgs, split_higgs
 from higgs_model import evaluate_model, tune_model
 
 from airflow_ray.operators.ray import RayPythonOperator
@@ -34,15 +34,11 @@ with DAG(
     start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
     catchup=False,
     params={
-        "path": Param(
-            "", type="string", description="HIGGS .csv(.gz): local, http(s) or s3://; empty: generate"
-        ),
-        "rows": Param(200_000, type="integer", minimum=0, description="rows to read (0: all) or generate"),
+        **data_params(rows=200_000),
         "rounds": Param(20, type="integer", minimum=1, description="boosting rounds of a complete trial"),
         "samples": Param(8, type="integer", minimum=1, description="configurations Tune tries"),
         "actors": Param(1, type="integer", minimum=1, description="xgboost_ray actors per trial"),
         "cpus_per_actor": Param(1, type="integer", minimum=1),
-        "aws_conn_id": Param("aws_default", type="string", description="connection that reads s3:// paths"),
     },
     render_template_as_native_obj=True,
     tags=["ray", "xgboost", "tune", "example"],

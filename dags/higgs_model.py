@@ -230,7 +230,12 @@ def tune_model(
                 verbose=1,
             ),
         )
-        best = tuner.fit().get_best_result()
+        results = tuner.fit()
+        if results.errors:
+            log.warning(
+                "%d of %d trials failed; the first: %s", len(results.errors), samples, results.errors[0]
+            )
+        best = results.get_best_result()
         if best.checkpoint is None:
             raise RuntimeError(
                 f"The best trial ({best.config}) left no checkpoint; see the Tune output above."

@@ -1,5 +1,5 @@
 # Two commands on a fresh machine (Python 3.11 and make):
-#   make example   run the main job: the example DAG end to end on the embedded Ray cluster
+#   make example   run the main job: the XGBoost HIGGS DAG end to end on the embedded Ray cluster
 #   make test      lint, type-check and run every test
 # Both build the environment in .venv first (pinned by requirements/lock.txt).
 
@@ -10,6 +10,9 @@ AIRFLOW_ENV := AIRFLOW_HOME=$(CURDIR)/airflow-home AIRFLOW__CORE__DAGS_FOLDER=$(
 	AIRFLOW__CORE__LOAD_EXAMPLES=false RAY_USAGE_STATS_ENABLED=0 \
 	AIRFLOW__CORE__XCOM_BACKEND=airflow_ray.xcom.backend.RayXComBackend
 
+# DAG params of the main job, e.g. make example CONF='{"path": "/data/HIGGS.csv.gz", "rows": 0}'
+CONF ?= {}
+
 .PHONY: venv example test lint typing stop-cluster clean
 
 venv: $(VENV)/.installed
@@ -17,12 +20,13 @@ venv: $(VENV)/.installed
 $(VENV)/.installed: setup.py requirements/lock.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade "pip>=24"
-	$(BIN)/python -m pip install --quiet -c requirements/lock.txt -e ".[tests,dev]"
+	$(BIN)/python -m pip install --quiet -c requirements/lock.txt -e ".[tests,dev,examples]"
 	touch $@
 
 example: venv
 	$(AIRFLOW_ENV) $(BIN)/airflow db migrate > /dev/null
-	$(AIRFLOW_ENV) $(BIN)/airflow dags test example_ray_pipeline
+	$(AIRFLOW_ENV) $(BIN)/airflow dags test xgboost_higgs -c '$(CONF)'
+	$(AIRFLOW_ENV) $(BIN)/python scripts/report_run.py xgboost_higgs
 	@echo "The embedded Ray cluster keeps running for the next DAG run; stop it with: make stop-cluster"
 
 stop-cluster: venv

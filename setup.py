@@ -36,6 +36,9 @@ setup(
             "moto[server]>=5",
         ],
         "dev": ["ruff>=0.6", "mypy>=1.10", "tox>=4"],
+        # The XGBoost examples in dags/: xgboost-ray 0.1.19 (its last release) trains only with
+        # xgboost 2.0.3 (newer ones fail in its rabit tracker) and needs Ray Train and Tune.
+        "examples": ["xgboost==2.0.3", "xgboost-ray==0.1.19", "ray[train]>=2.60,<2.61", "numpy", "pandas"],
     },
     entry_points={
         "apache_airflow_provider": ["provider_info=airflow_ray.get_provider_info:get_provider_info"],

@@ -54,8 +54,10 @@ BaseHook.get_connection = classmethod(spy)
 import airflow_ray, airflow_ray.hooks.ray, airflow_ray.operators.ray, airflow_ray.decorators.ray
 import airflow_ray.operators.checkpoint, airflow_ray.xcom.backend
 import airflow_ray.cli, airflow_ray.get_provider_info, airflow_ray.cluster.local, airflow_ray.cluster.submit
-from airflow.dag_processing.dagbag import DagBag
-bag = DagBag(dag_folder=sys.argv[1])
+from pathlib import Path
+from airflow.dag_processing.dagbag import BundleDagBag
+# As Airflow's DAG processor parses a bundle: its folder on sys.path, so DAGs can import helpers.
+bag = BundleDagBag(dag_folder=sys.argv[1], bundle_path=Path(sys.argv[1]), bundle_name="dags-folder")
 print(json.dumps({
     "heavy": sorted(m for m in ("ray", "xgboost", "xgboost_ray", "boto3", "botocore") if m in sys.modules),
     "dags": sorted(bag.dag_ids),

@@ -1,5 +1,6 @@
 # Two commands on a fresh machine (Python 3.11 and make):
-#   make example   run the main job: the XGBoost HIGGS DAG end to end on the embedded Ray cluster
+#   make example   run the main job: the XGBoost HIGGS DAG end to end on the embedded Ray cluster,
+#                  its model checkpointed to a local S3 server
 #   make test      lint, type-check and run every test
 # Both build the environment in .venv first (pinned by requirements/lock.txt).
 
@@ -24,9 +25,7 @@ $(VENV)/.installed: setup.py requirements/lock.txt
 	touch $@
 
 example: venv
-	$(AIRFLOW_ENV) $(BIN)/airflow db migrate > /dev/null
-	$(AIRFLOW_ENV) $(BIN)/airflow dags test xgboost_higgs -c '$(CONF)'
-	$(AIRFLOW_ENV) $(BIN)/python scripts/report_run.py xgboost_higgs
+	$(AIRFLOW_ENV) $(BIN)/python scripts/main_job.py --conf '$(CONF)'
 	@echo "The embedded Ray cluster keeps running for the next DAG run; stop it with: make stop-cluster"
 
 stop-cluster: venv

@@ -69,7 +69,7 @@ def main() -> None:
         }
     )
     sys.path.insert(0, str(REPO))
-    from tests.integration.s3server import start_rclone
+    from scripts.local_s3 import start_rclone
 
     server = start_rclone(home / "s3")
     os.environ["AIRFLOW_CONN_AWS_BENCH"] = server.connection()

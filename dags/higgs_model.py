@@ -155,6 +155,21 @@ def evaluate_model(model: xgboost.Booster, test: pd.DataFrame) -> dict[str, floa
     return metrics
 
 
+def checkpoint_configured() -> bool:
+    """Whether the model is saved to S3 too: a checkpoint bucket is configured (read at run time)."""
+    from airflow_ray.checkpoint.store import CheckpointLocation
+
+    location = CheckpointLocation.configured()
+    if location is None:
+        log.info(
+            "No checkpoint bucket configured: the model stays in the Ray cluster only. Set "
+            "AIRFLOW__RAY__CHECKPOINT_BUCKET (and an AWS connection) to save it to S3 as well."
+        )
+        return False
+    log.info("The model will be checkpointed to %s", location.uri(location.prefix))
+    return True
+
+
 def auc_score(labels: np.ndarray, scores: np.ndarray) -> float:
     """Area under the ROC curve: the chance that a random positive outscores a random negative.
 

@@ -4,15 +4,19 @@ The notebook steps (:mod:`higgs_data`, :mod:`higgs_model`) each run as a Ray tas
 in Ray's object store between tasks when ``RayXComBackend`` is the XCom backend. Without a
 ``path`` the rows are generated (HIGGS-shaped, with a known signal); with one, the real file is
 read: ``airflow dags test xgboost_higgs -c '{"path": "s3://bucket/HIGGS.csv.gz", "rows": 0}'``.
+With a checkpoint bucket configured (``[ray] checkpoint_bucket``), the trained model is also
+saved to S3, from the cluster, so that a rerun of ``evaluate`` works after the cluster lost it.
 """
 
 from __future__ import annotations
 
 import pendulum
+from airflow.providers.standard.operators.python import ShortCircuitOperator
 from airflow.sdk import DAG, Param
 from higgs_data import data_params, load_higgs, split_higgs
-from higgs_model import evaluate_model, train_model
+from higgs_model import checkpoint_configured, evaluate_model, train_model
 
+from airflow_ray.operators.checkpoint import RayCheckpointOperator
 from airflow_ray.operators.ray import RayPythonOperator
 
 with DAG(
@@ -63,3 +67,6 @@ with DAG(
         python_callable=evaluate_model,
         op_kwargs={"model": train.output, "test": split.output["test"]},
     )
+    # Save the model to S3 too, when a checkpoint bucket is configured (checked at run time).
+    configured = ShortCircuitOperator(task_id="checkpoint_configured", python_callable=checkpoint_configured)
+    train >> configured >> RayCheckpointOperator(task_id="checkpoint_model", outputs=[train.output])

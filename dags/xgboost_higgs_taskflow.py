@@ -10,7 +10,9 @@ from typing import TYPE_CHECKING, Any
 import pendulum
 from airflow.sdk import Param, dag, task
 from higgs_data import data_params, load_higgs, split_higgs
-from higgs_model import evaluate_model, train_model
+from higgs_model import checkpoint_configured, evaluate_model, train_model
+
+from airflow_ray.operators.checkpoint import RayCheckpointOperator
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -60,6 +62,9 @@ def xgboost_higgs_taskflow():
         "{{ params.cpus_per_actor }}",
     )
     evaluate(model, parts["test"])
+    # Save the model to S3 too, when a checkpoint bucket is configured (checked at run time).
+    configured = task.short_circuit(checkpoint_configured)()
+    model >> configured >> RayCheckpointOperator(task_id="checkpoint_model", outputs=[model])
 
 
 xgboost_higgs_taskflow()

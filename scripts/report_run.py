@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 from typing import Any
 
 
@@ -20,6 +21,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("dag_id", nargs="?", default="xgboost_higgs")
     parser.add_argument("--model-task", default="train", help="the task whose result is the model")
     parser.add_argument("--metrics-task", default="evaluate", help="the task that returns accuracy and AUC")
+    parser.add_argument(
+        "--checkpoint-task", default="checkpoint_model", help="the task that saves the model to S3"
+    )
+    parser.add_argument("--s3-files", help="the folder a local S3 server keeps its buckets in")
     args = parser.parse_args(argv)
 
     from airflow.models.dagrun import DagRun
@@ -40,11 +45,12 @@ def main(argv: list[str] | None = None) -> int:
             run.get_task_instances(session=session), key=lambda ti: ti.start_date or run.start_date
         ):
             seconds = (ti.end_date - ti.start_date).total_seconds() if ti.start_date and ti.end_date else None
-            print(f"  {ti.task_id:<10} {ti.state!s:<8} {'' if seconds is None else f'{seconds:6.1f} s'}")
+            print(f"  {ti.task_id:<22} {ti.state!s:<8} {'' if seconds is None else f'{seconds:6.1f} s'}")
         if run.start_date and run.end_date:
-            print(f"  {'whole run':<10} {'':<8} {(run.end_date - run.start_date).total_seconds():6.1f} s")
+            print(f"  {'whole run':<22} {'':<8} {(run.end_date - run.start_date).total_seconds():6.1f} s")
         metrics = _stored_xcom(session, run, args.metrics_task)
         model = _stored_xcom(session, run, args.model_task)
+        saved = _stored_xcom(session, run, args.checkpoint_task)
 
     from airflow_ray.xcom.reference import RayXComReference, is_reference_json
 
@@ -65,6 +71,13 @@ def main(argv: list[str] | None = None) -> int:
         )
     elif model is not None:
         print(f"The model is the XCom of task {args.model_task!r}: {model!r}")
+    for checkpoint in saved or []:
+        print(
+            f"The model is saved on S3: {checkpoint['uri']} ({checkpoint['size_bytes']:,} bytes, sha256 {checkpoint['sha256'][:16]}...)"
+        )
+        if args.s3_files:
+            bucket, _, key = checkpoint["uri"].removeprefix("s3://").partition("/")
+            print(f"  the local S3 server keeps it in {Path(args.s3_files) / bucket / key}")
     return 0 if str(run.state) == "success" else 1
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.s3server import Bucket, S3Server, start_moto, start_rclone
+from scripts.local_s3 import Bucket, S3Server, start_moto, start_rclone
 
 pytestmark = pytest.mark.integration
 

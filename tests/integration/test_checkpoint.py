@@ -27,8 +27,8 @@ from airflow_ray.checkpoint.formats import S3Access, read_checkpoint, write_chec
 from airflow_ray.checkpoint.store import CheckpointLocation
 from airflow_ray.exceptions import RayCheckpointError, RayCheckpointIntegrityError, RayConfigurationError
 from airflow_ray.operators.checkpoint import RayCheckpointOperator
+from scripts.local_s3 import REGION, Bucket, free_port
 from tests.integration.dagrun import run_dag, task_states, xcom, xcom_row
-from tests.integration.s3server import REGION, Bucket, free_port
 
 pytestmark = pytest.mark.integration
 

@@ -109,7 +109,10 @@ def classic_run(ray_cluster, example_dags):
 def test_classic_pipeline_trains_on_ray_and_reaches_the_accuracy_the_signal_allows(
     classic_run, signal, capfd
 ):
-    assert task_states(classic_run) == dict.fromkeys(["load", "split", "train", "evaluate"], "success")
+    assert task_states(classic_run) == {
+        **dict.fromkeys(["load", "split", "train", "evaluate", "checkpoint_configured"], "success"),
+        "checkpoint_model": "skipped",  # no checkpoint bucket configured
+    }
     metrics = xcom(classic_run, "evaluate")
     assert metrics["test_rows"] == 10_000
     assert_near_the_signal(metrics["accuracy"], signal)
@@ -134,10 +137,33 @@ def test_classic_pipeline_logs_the_data_it_uses_and_each_round(ray_cluster, exam
 
 def test_taskflow_pipeline_gives_the_same_model_quality(classic_run, ray_cluster, example_dags, signal):
     dag_run = run_dag(example_dags.get_dag("xgboost_higgs_taskflow"), conf=SMALL)
-    assert task_states(dag_run) == dict.fromkeys(["load", "split", "train", "evaluate"], "success")
+    assert task_states(dag_run) == {
+        **dict.fromkeys(["load", "split", "train", "evaluate", "checkpoint_configured"], "success"),
+        "checkpoint_model": "skipped",
+    }
     metrics = xcom(dag_run, "evaluate")
     assert_near_the_signal(metrics["accuracy"], signal)
     assert metrics["accuracy"] == pytest.approx(xcom(classic_run, "evaluate")["accuracy"], abs=0.005)
+
+
+def test_with_a_checkpoint_bucket_the_model_is_saved_to_s3_and_loads_without_airflow(
+    ray_cluster, example_dags, checkpoints
+):
+    import pickle
+
+    import numpy as np
+    import xgboost
+
+    dag_run = run_dag(example_dags.get_dag("xgboost_higgs"), conf={**SMALL, "rows": 20_000, "rounds": 3})
+    assert set(task_states(dag_run).values()) == {"success"}, task_states(dag_run)
+    [saved] = xcom_row(dag_run, "checkpoint_model")
+    folder = f"pipelines/xgboost_higgs/{dag_run.run_id}/train/-1/return_value/"
+    assert saved["uri"] == f"s3://{checkpoints.name}/{folder}value.pkl"
+    model = pickle.loads(checkpoints.read(folder + "value.pkl"))
+    assert isinstance(model, xgboost.Booster)
+    assert model.num_boosted_rounds() == 3
+    scores = model.predict(xgboost.DMatrix(np.zeros((2, 28)), feature_names=model.feature_names))
+    assert scores.shape == (2,) and ((0 < scores) & (scores < 1)).all()
 
 
 def test_tune_searches_with_asha_and_evaluates_the_best_model(ray_cluster, example_dags, signal, capfd):

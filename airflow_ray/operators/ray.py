@@ -15,6 +15,8 @@ if TYPE_CHECKING:
     import jinja2
     from airflow.sdk import Context
 
+    from airflow_ray.checkpoint.formats import S3Access
+    from airflow_ray.checkpoint.store import CheckpointLocation
     from airflow_ray.cluster.submit import RemoteCall
 
 # Context values that can be pickled and mean the same inside a Ray worker. The others (ti,
@@ -293,7 +295,7 @@ class RayPythonOperator(PythonOperator):
             return {key: ray.get(ref) for key, ref in result.items()}
         return ray.get(result)
 
-    def _checkpoint_location(self) -> Any:
+    def _checkpoint_location(self) -> CheckpointLocation | None:
         """Where ``checkpoint=True`` writes the result, or ``None`` without it."""
         if not _flag("checkpoint", self.checkpoint):
             return None
@@ -303,7 +305,9 @@ class RayPythonOperator(PythonOperator):
             self.checkpoint_conn_id, self.checkpoint_bucket, self.checkpoint_prefix
         )
 
-    def _write_checkpoint(self, location: Any, s3: Any, result: Any, lines: _LineLogger) -> dict[str, Any]:
+    def _write_checkpoint(
+        self, location: CheckpointLocation, s3: S3Access | None, result: Any, lines: _LineLogger
+    ) -> dict[str, Any]:
         """Write the result (each key's value, for a split dict) from the cluster to S3.
 
         :return: ``{xcom key: checkpoint document}`` for the references.

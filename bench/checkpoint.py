@@ -26,6 +26,7 @@ import argparse
 import io
 import logging
 import os
+import shutil
 import statistics
 import sys
 import tempfile
@@ -88,6 +89,7 @@ def main() -> None:
         ray.shutdown()  # before its cluster goes: a driver outliving its GCS is killed by Ray
         EmbeddedCluster.from_config().stop()
         server.stop()
+        shutil.rmtree(home, ignore_errors=True)
     print()
     print(f"median of {args.repeat}; ratio = raw boto3 time / time (goal >= 0.7x)")
     header = f"{'kind':6} {'size':>7} {'file MB':>8} | {'raw up':>7} {'(B) write':>10} {'(A) write':>10} | {'raw down':>8} {'(B) restore':>11} {'(A) restore':>11}"

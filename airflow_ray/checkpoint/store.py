@@ -85,15 +85,17 @@ class CheckpointLocation:
         """The folder (ending in ``/``) of one XCom of one task instance."""
         map_index = -1 if producer.get("map_index") is None else producer["map_index"]
         parts = [producer["dag_id"], producer["run_id"], producer["task_id"], str(map_index), producer["key"]]
-        folder = "/".join(quote(str(part), safe=":+=@,-_.~") for part in parts) + "/"
-        return f"{self.prefix}/{folder}" if self.prefix else folder
+        return self._under_prefix(parts)
 
     def run_prefix(self, dag_id: str | None = None, run_id: str | None = None) -> str:
         """The folder of a DAG's or a run's checkpoints (all of them without either)."""
         if run_id and not dag_id:
             raise RayConfigurationError(f"A run ({run_id!r}) is named without its DAG: give the DAG id too.")
-        parts = [quote(part, safe=":+=@,-_.~") for part in (dag_id, run_id) if part]
-        folder = "".join(part + "/" for part in parts)
+        return self._under_prefix([part for part in (dag_id, run_id) if part])
+
+    def _under_prefix(self, parts: list[str]) -> str:
+        """``prefix/part/part/``, each part quoted so that a ``/`` in a run id stays in its part."""
+        folder = "".join(quote(part, safe=":+=@,-_.~") + "/" for part in parts)
         return f"{self.prefix}/{folder}" if self.prefix else folder
 
     def uri(self, key: str = "") -> str:
@@ -262,6 +264,7 @@ def write(
     from botocore.exceptions import BotoCoreError, ClientError
 
     from airflow_ray.checkpoint.formats import write_checkpoint
+    from airflow_ray.cluster.remote_call import ref_slot
 
     s3 = s3 or access(location)
     manifests = []
@@ -274,7 +277,7 @@ def write(
                 manifest = _in_cluster(
                     ray_conn_id,
                     write_checkpoint,
-                    (_slot(0), s3, location.bucket, prefix, producer),
+                    (ref_slot(0), s3, location.bucket, prefix, producer),
                     inputs=[value],
                     name=f"checkpoint {prefix}",
                     on_output=on_output,
@@ -283,12 +286,6 @@ def write(
             raise s3_error(err, location, f"writing {location.uri(prefix)} to") from err
         manifests.append({**manifest, "uri": location.uri(prefix + manifest["object"])})
     return manifests
-
-
-def _slot(index: int) -> Any:
-    from airflow_ray.cluster.remote_call import ref_slot
-
-    return ref_slot(index)
 
 
 def _in_cluster(

@@ -279,15 +279,13 @@ class RayPythonOperator(PythonOperator):
             raise
         finally:
             lines.close()
-        checkpointed = None
-        if checkpoint is not None:
-            result = self._remote_call.take()
-            checkpointed = self._write_checkpoint(checkpoint, s3, result, lines)
-        elif keep or not self.do_xcom_push:
+        returns_value = self.do_xcom_push and not keep
+        if checkpoint is None and not returns_value:
             self._remote_call.forget()
-        else:
-            result = self._remote_call.take()
-        if keep or not self.do_xcom_push:
+            return self._references(hook, meta) if keep else None
+        result = self._remote_call.take()
+        checkpointed = None if checkpoint is None else self._write_checkpoint(checkpoint, s3, result, lines)
+        if not returns_value:
             return self._references(hook, meta, checkpointed) if keep else None
         import ray
 

@@ -36,23 +36,16 @@ def _cluster(state_dir: str | None):  # type: ignore[no-untyped-def]
 
 
 def _pins(args: argparse.Namespace) -> int:
-    import ray
-
-    from airflow_ray.cluster.owner import all_owners
     from airflow_ray.hooks.ray import RayHook
 
-    hook = RayHook(args.conn_id)
-    hook.get_conn()
-    owners = all_owners(hook.settings.namespace)
+    transport = RayHook(args.conn_id).get_transport()
     if args.action == "release":
         if not (args.dag or args.all):
             print("airflow-ray: pins release needs --dag DAG_ID [--run RUN_ID] or --all", file=sys.stderr)
             return 2
-        released = sum(ray.get([owner.release_matching.remote(args.dag, args.run) for owner in owners]))
-        print(f"Released {released} pinned object(s)")
+        print(f"Released {transport.release_matching(args.dag, args.run)} pinned object(s)")
         return 0
-    listed = ray.get([owner.list_pins.remote(args.dag, args.run) for owner in owners])
-    pins = [pin for owner_pins in listed for pin in owner_pins]
+    pins = transport.list_pins(args.dag, args.run)
     total = 0
     for pin in sorted(pins, key=lambda p: p["created"]):
         size = pin["meta"].get("size_bytes") or 0
@@ -68,11 +61,12 @@ def _checkpoints(args: argparse.Namespace) -> int:
     from datetime import timedelta
 
     from airflow_ray import config
-    from airflow_ray.checkpoint import store
+    from airflow_ray.checkpoint.store import CheckpointLocation, CheckpointStore
 
-    location = store.CheckpointLocation.resolve(args.aws_conn_id, args.bucket, args.prefix)
+    location = CheckpointLocation.resolve(args.aws_conn_id, args.bucket, args.prefix)
+    store = CheckpointStore(location)
     if args.action == "list":
-        found = store.list_checkpoints(location, args.dag, args.run)
+        found = store.list(args.dag, args.run)
         for item in sorted(found, key=lambda i: i["key"]):
             print(
                 f"{location.uri(item['key'])}  {item['size_bytes'] / 1024**2:.1f} MB  {item['modified']:%Y-%m-%d %H:%M}"
@@ -84,17 +78,23 @@ def _checkpoints(args: argparse.Namespace) -> int:
         if not args.dag:
             print("airflow-ray: checkpoints delete needs --dag DAG_ID [--run RUN_ID]", file=sys.stderr)
             return 2
-        deleted = store.delete(location, args.dag, args.run)
-        print(f"Deleted {deleted} checkpoint(s)")
+        print(f"Deleted {store.delete(args.dag, args.run)} checkpoint(s)")
         return 0
     days = args.older_than if args.older_than is not None else config.checkpoint_retention_days()
+    if days is not None and not days > 0:
+        print(
+            f"airflow-ray: checkpoints prune --older-than {days:g} would delete every checkpoint; "
+            f"give a number of days greater than 0 (use 'checkpoints delete --dag' to delete a DAG's)",
+            file=sys.stderr,
+        )
+        return 2
     if days is None:
         print(
             "airflow-ray: checkpoints prune needs --older-than DAYS or [ray] checkpoint_retention_days",
             file=sys.stderr,
         )
         return 2
-    deleted = store.delete(location, args.dag, args.run, older_than=timedelta(days=days))
+    deleted = store.delete(args.dag, args.run, older_than=timedelta(days=days))
     print(f"Deleted {deleted} checkpoint(s) older than {days:g} day(s)")
     return 0
 

@@ -6,6 +6,7 @@ shows it) and can be set in ``airflow.cfg`` or as ``AIRFLOW__RAY__<OPTION>``.
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 
@@ -45,12 +46,24 @@ def _positive_float(option: str, default: float | None) -> float | None:
         number = float(value)
     except ValueError:
         number = -1.0
-    if number <= 0:
+    if not (math.isfinite(number) and number > 0):
         raise RayConfigurationError(
             f"[{SECTION}] {option} = {value!r} is not a positive number; "
             f"set AIRFLOW__{SECTION.upper()}__{option.upper()} to a number greater than 0."
         )
     return number
+
+
+def _positive_int(option: str, default: int | None) -> int | None:
+    number = _positive_float(option, default)
+    if number is None:
+        return None
+    if not float(number).is_integer():
+        raise RayConfigurationError(
+            f"[{SECTION}] {option} = {_get(option)!r} is not a whole number; "
+            f"set AIRFLOW__{SECTION.upper()}__{option.upper()} to a whole number such as 3."
+        )
+    return int(number)
 
 
 def connect_timeout() -> float:
@@ -62,14 +75,12 @@ def connect_timeout() -> float:
 
 def embedded_num_cpus() -> int | None:
     """CPUs the embedded head offers (default: every CPU of the machine)."""
-    value = _positive_float("embedded_num_cpus", None)
-    return None if value is None else int(value)
+    return _positive_int("embedded_num_cpus", None)
 
 
 def embedded_object_store_memory() -> int | None:
     """Bytes of object store of the embedded head (default: Ray's, 30% of RAM)."""
-    value = _positive_float("embedded_object_store_memory", None)
-    return None if value is None else int(value)
+    return _positive_int("embedded_object_store_memory", None)
 
 
 DEFAULT_KEEP_RUNS = 3
@@ -78,9 +89,9 @@ DEFAULT_PIN_TTL = 24 * 3600.0
 
 def keep_runs() -> int:
     """How many newest runs of each DAG keep their results pinned in the cluster (default 3)."""
-    value = _positive_float("keep_runs", DEFAULT_KEEP_RUNS)
+    value = _positive_int("keep_runs", DEFAULT_KEEP_RUNS)
     assert value is not None
-    return int(value)
+    return value
 
 
 def pin_ttl() -> float:
@@ -109,12 +120,3 @@ def checkpoint_prefix() -> str:
 def checkpoint_retention_days() -> float | None:
     """Days ``airflow-ray checkpoints prune`` keeps checkpoints; ``None``: keep them."""
     return _positive_float("checkpoint_retention_days", None)
-
-
-def xcom_backend_is_ray() -> bool:
-    """Whether Airflow is configured with :class:`~airflow_ray.xcom.backend.RayXComBackend` (or a subclass)."""
-    from airflow.sdk.execution_time.xcom import XCom
-
-    from airflow_ray.xcom.backend import RayXComBackend
-
-    return isinstance(XCom, type) and issubclass(XCom, RayXComBackend)

@@ -39,11 +39,3 @@ def gcs_session_name(gcs_address: str, timeout: float) -> str:
     client: Any = GcsClient(address=gcs_address)
     value = client.internal_kv_get(b"session_name", b"session", timeout=timeout)
     return value.decode() if value else ""
-
-
-def object_store_bytes_used(gcs_address: str) -> int:
-    """Bytes the object store of the node(s) reached through ``gcs_address`` holds right now."""
-    from ray._private.internal_api import get_memory_info_reply, get_state_from_address
-
-    reply = get_memory_info_reply(get_state_from_address(gcs_address))
-    return int(reply.store_stats.object_store_bytes_used)

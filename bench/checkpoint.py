@@ -107,43 +107,34 @@ def main() -> None:
 def run(server, kinds: list[str], sizes: list[int], repeat: int) -> list[dict]:
     import ray
 
-    from airflow_ray.checkpoint import store
-    from airflow_ray.checkpoint.formats import read_checkpoint, write_checkpoint
-    from airflow_ray.checkpoint.store import CheckpointLocation
-    from airflow_ray.cluster.owner import owner_name
-    from airflow_ray.cluster.submit import TaskResources
+    from airflow_ray._remote.checkpoint_io import read_checkpoint, write_checkpoint
+    from airflow_ray._remote.protocol import Producer
+    from airflow_ray.checkpoint.store import CheckpointLocation, CheckpointStore
+    from airflow_ray.cluster.transport import Input, TaskSpec, run_in_cluster
     from airflow_ray.hooks.ray import RayHook
+    from airflow_ray.results.persist import write_from_cluster
+    from airflow_ray.results.restore import restore
     from airflow_ray.xcom.reference import RayXComReference
 
     bucket = server.create_bucket("bench")
     location = CheckpointLocation("aws_bench", bucket, "bench")
-    access = store.preflight(location)
+    store = CheckpointStore(location)
+    access = store.preflight()
     client = server.client()
-    hook = RayHook()
-    owner = hook.owner()
+    transport = RayHook().get_transport()
+    owner = transport.owner
     rows = []
     for kind in kinds:
         for mb in sizes:
-            producer = {
-                "dag_id": "bench",
-                "run_id": "r",
-                "task_id": f"{kind}{mb}",
-                "map_index": -1,
-                "key": "return_value",
-            }
-            call = hook.submit(
-                make_value,
-                (kind, mb),
-                {},
-                name="make",
-                resources=TaskResources(),
-                pin=True,
-                producer=producer,
+            producer = Producer("bench", "r", f"{kind}{mb}")
+            run_in_cluster(
+                transport,
+                TaskSpec(make_value, (kind, mb), {}, name="make", pin=producer),
+                lambda text: None,
+                logging.getLogger("bench"),
             )
-            call.follow(lambda text: None, logging.getLogger("bench"))
-            call.forget()
             reference = RayXComReference(
-                "ray_default", hook.settings.namespace, owner_name(), producer, {}, location.to_json()
+                "ray_default", transport.namespace, transport.owner_name, producer, {}, location.to_json()
             )
             times: dict[str, list[float]] = {
                 key: [] for key in ("raw_up", "raw_down", "b_write", "b_restore", "a_write", "a_restore")
@@ -151,17 +142,15 @@ def run(server, kinds: list[str], sizes: list[int], repeat: int) -> list[dict]:
             prefix = location.key_prefix(producer)
             file_bytes = 0
             for _ in range(repeat):
-                ref = ray.get(owner.get.remote(reference.pin))[0]
                 started = time.perf_counter()
-                [manifest] = store.write(
-                    location,
-                    [(producer, ref)],
-                    ray_conn_id="ray_default",
-                    on_output=lambda t: None,
+                [manifest] = write_from_cluster(
+                    store,
+                    transport,
+                    [(producer, Input(reference.pin, reference.owner))],
                     s3=access,
+                    on_output=lambda t: None,
                 )
                 times["b_write"].append(time.perf_counter() - started)
-                del ref
                 data = client.get_object(Bucket=bucket, Key=prefix + manifest["object"])["Body"].read()
                 file_bytes = len(data)
 
@@ -177,14 +166,12 @@ def run(server, kinds: list[str], sizes: list[int], repeat: int) -> list[dict]:
 
                 ray.get(owner.release.remote([reference.pin]))
                 started = time.perf_counter()
-                restored = store.restore(reference)
+                assert restore(reference, transport)
                 times["b_restore"].append(time.perf_counter() - started)
-                assert restored is not None
-                del restored
 
                 started = time.perf_counter()
                 value = ray.get(ray.get(owner.get.remote(reference.pin))[0])
-                write_checkpoint(value, access, bucket, "worker/" + prefix, producer)
+                write_checkpoint(value, access, bucket, "worker/" + prefix, producer.to_wire())
                 times["a_write"].append(time.perf_counter() - started)
                 del value
                 started = time.perf_counter()

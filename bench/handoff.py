@@ -84,7 +84,7 @@ def run_backend(label: str, kinds: list[str], sizes: list[int], home: Path, repe
     from airflow.sdk import DAG
     from airflow.utils.session import create_session
 
-    from airflow_ray.operators.ray import RayPythonOperator
+    from airflow_ray import RayPythonOperator
 
     DagBundlesManager().sync_bundles_to_db()
     results = []

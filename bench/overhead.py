@@ -50,13 +50,11 @@ if mode == "raw":
     assert ray.get(ray.remote(lambda: 1).remote()) == 1
 else:
     from airflow_ray.hooks.ray import RayHook
-    from airflow_ray.cluster.submit import TaskResources
+    from airflow_ray.cluster.transport import TaskSpec, run_in_cluster
     hook = RayHook(mode)
-    ray = hook.get_conn()
+    hook.get_conn()
     connected = time.perf_counter()
-    call = hook.submit(lambda: 1, (), {}, name="bench", resources=TaskResources())
-    call.follow(lambda text: None, None)
-    assert ray.get(call.take()) == 1
+    assert run_in_cluster(hook.get_transport(), TaskSpec(lambda: 1, (), {}, name="bench"), print) == 1
 print(json.dumps({"connect": connected - started, "total": time.perf_counter() - started}))
 """
 
@@ -74,7 +72,7 @@ def task_overhead(repeat: int) -> dict[str, object]:
     from airflow.sdk import DAG, chain
     from airflow.utils.session import create_session
 
-    from airflow_ray.operators.ray import RayPythonOperator
+    from airflow_ray import RayPythonOperator
 
     with DAG("bench_overhead", schedule=None, start_date=pendulum.datetime(2026, 1, 1)) as dag:
         plain = [PythonOperator(task_id=f"python_{i}", python_callable=trivial) for i in range(repeat)]

@@ -29,6 +29,14 @@ def pin(mb: int):
     return np.ones(mb * MB // 8)
 
 
+def object_store_bytes_used(gcs_address: str) -> int:
+    """Bytes the object store of the cluster reached through ``gcs_address`` holds right now."""
+    from ray._private.internal_api import get_memory_info_reply, get_state_from_address
+
+    reply = get_memory_info_reply(get_state_from_address(gcs_address))
+    return int(reply.store_stats.object_store_bytes_used)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--runs", type=int, default=30)
@@ -54,10 +62,9 @@ def main() -> None:
     from airflow.dag_processing.dagbag import DagBag, sync_bag_to_db
     from airflow.sdk import DAG
 
+    from airflow_ray import RayPythonOperator
     from airflow_ray.cluster.local import EmbeddedCluster
     from airflow_ray.hooks.ray import RayHook
-    from airflow_ray.operators.ray import RayPythonOperator
-    from airflow_ray.version_compat import object_store_bytes_used
 
     with DAG("retention", schedule=None, start_date=pendulum.datetime(2026, 1, 1)) as dag:
         RayPythonOperator(
@@ -68,7 +75,7 @@ def main() -> None:
     bag.bag_dag(dag)
     sync_bag_to_db(bag, "dags-folder", None)
     try:
-        RayHook().owner()
+        _owner = RayHook().get_transport().owner  # started first, so the baseline counts it
         address = EmbeddedCluster.from_config().status().gcs_address
         unit = args.mb * MB
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import pendulum
 from airflow.sdk import dag, task
 
-from airflow_ray.operators.ray import RayPythonOperator
+from airflow_ray import RayPythonOperator
 
 
 def report(summary: dict, label: str) -> str:

@@ -157,7 +157,7 @@ def evaluate_model(model: xgboost.Booster, test: pd.DataFrame) -> dict[str, floa
 
 def checkpoint_configured() -> bool:
     """Whether the model is saved to S3 too: a checkpoint bucket is configured (read at run time)."""
-    from airflow_ray.checkpoint.store import CheckpointLocation
+    from airflow_ray import CheckpointLocation
 
     location = CheckpointLocation.configured()
     if location is None:

@@ -16,8 +16,7 @@ from airflow.sdk import DAG, Param
 from higgs_data import data_params, load_higgs, split_higgs
 from higgs_model import checkpoint_configured, evaluate_model, train_model
 
-from airflow_ray.operators.checkpoint import RayCheckpointOperator
-from airflow_ray.operators.ray import RayPythonOperator
+from airflow_ray import RayCheckpointOperator, RayPythonOperator
 
 with DAG(
     dag_id="xgboost_higgs",

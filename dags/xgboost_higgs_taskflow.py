@@ -12,7 +12,7 @@ from airflow.sdk import Param, dag, task
 from higgs_data import data_params, load_higgs, split_higgs
 from higgs_model import checkpoint_configured, evaluate_model, train_model
 
-from airflow_ray.operators.checkpoint import RayCheckpointOperator
+from airflow_ray import RayCheckpointOperator
 
 if TYPE_CHECKING:
     import pandas as pd

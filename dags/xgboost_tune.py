@@ -14,7 +14,7 @@ from airflow.sdk import DAG, Param
 from higgs_data import data_params, load_higgs, split_higgs
 from higgs_model import evaluate_model, tune_model
 
-from airflow_ray.operators.ray import RayPythonOperator
+from airflow_ray import RayPythonOperator
 
 if TYPE_CHECKING:
     import pandas as pd

@@ -52,10 +52,11 @@ def main(argv: list[str] | None = None) -> int:
         model = _stored_xcom(session, run, args.model_task)
         saved = _stored_xcom(session, run, args.checkpoint_task)
 
+    from airflow_ray.results.resolve import materialize
     from airflow_ray.xcom.reference import RayXComReference, is_reference_json
 
     if is_reference_json(metrics):
-        metrics = RayXComReference.from_json(metrics).materialize()
+        metrics = materialize(RayXComReference.from_json(metrics))
 
     if isinstance(metrics, dict) and "accuracy" in metrics:
         print(
@@ -66,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
         reference = RayXComReference.from_json(model)
         print(
             f"The model ({model.get('type')}, {model.get('size')}) is kept in the Ray cluster as the "
-            f"{reference.describe_producer()}:\n  {reference.token()}\n"
+            f"{reference.producer.describe()}:\n  {reference.token()}\n"
             f"  list it with: airflow-ray pins list --dag {run.dag_id}"
         )
     elif model is not None:

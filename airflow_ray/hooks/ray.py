@@ -1,19 +1,22 @@
-"""``RayHook``: a ``ray`` connection -> a Ray cluster this process is connected to."""
+"""``RayHook``: a ``ray`` connection -> a transport to its Ray cluster."""
 
 from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseHook
 from airflow.sdk.exceptions import AirflowNotFoundException
 
+from airflow_ray.arguments import json_object
 from airflow_ray.cluster.address import AddressKind, ClusterAddress
 from airflow_ray.exceptions import RayConfigurationError
+
+if TYPE_CHECKING:
+    from airflow_ray.cluster.transport import Transport
 
 # What this process is connected to. Ray keeps one global connection per process; dag.test()
 # runs every task of a DAG in one process, so a hook reuses that connection when it is to the
@@ -41,22 +44,9 @@ class RayConnectionSettings:
             address=ClusterAddress.parse(getattr(conn, "host", None), getattr(conn, "port", None)),
             namespace=str(extra.get("namespace") or getattr(conn, "schema", None) or DEFAULT_NAMESPACE),
             token=(getattr(conn, "password", None) or None),
-            runtime_env=_json_object(extra.get("runtime_env"), f"connection {conn_id!r} field runtime_env"),
-            init_kwargs=_json_object(extra.get("init_kwargs"), f"connection {conn_id!r} field init_kwargs"),
+            runtime_env=json_object(extra.get("runtime_env"), f"connection {conn_id!r} field runtime_env"),
+            init_kwargs=json_object(extra.get("init_kwargs"), f"connection {conn_id!r} field init_kwargs"),
         )
-
-
-def _json_object(value: Any, what: str) -> dict[str, Any]:
-    if value in (None, ""):
-        return {}
-    if isinstance(value, str):
-        try:
-            value = json.loads(value)
-        except json.JSONDecodeError as err:
-            raise RayConfigurationError(f"{what} is not valid JSON ({err}): {value!r}") from err
-    if not isinstance(value, dict):
-        raise RayConfigurationError(f"{what} must be a JSON object, got {value!r}.")
-    return value
 
 
 class RayHook(BaseHook):
@@ -75,7 +65,8 @@ class RayHook(BaseHook):
     ``namespace``, ``runtime_env`` (JSON, the default of every task) and ``init_kwargs`` (JSON,
     more ``ray.init`` keywords).
 
-    Nothing is read or connected until :meth:`get_conn` is called.
+    Nothing is read or connected until :meth:`get_conn` (or a call of the transport that
+    :meth:`get_transport` returns) needs it.
 
     :param ray_conn_id: the connection id (default ``ray_default``).
     :param connect_timeout: seconds before connecting fails (default ``[ray] connect_timeout``, 30).
@@ -178,58 +169,16 @@ class RayHook(BaseHook):
             f"{resources.get('CPU', 0):g} CPU, {resources.get('GPU', 0):g} GPU."
         )
 
-    def owner(self, namespace: str | None = None) -> Any:
-        """This code's owner actor in the cluster (see :mod:`airflow_ray.cluster.owner`), created on first use."""
-        from airflow_ray import config
-        from airflow_ray.cluster.owner import get_owner
-        from airflow_ray.cluster.submit import register_by_value
+    def get_transport(self, namespace: str | None = None) -> Transport:
+        """How tasks of this connection run: :class:`~airflow_ray.cluster.driver.DriverTransport`
+        (this process becomes a Ray driver on first use).
 
-        self.get_conn()
-        register_by_value()
-        return get_owner(namespace or self.settings.namespace, config.keep_runs(), config.pin_ttl())
-
-    def submit(
-        self,
-        fn: Callable[..., Any],
-        args: tuple[Any, ...],
-        kwargs: dict[str, Any],
-        *,
-        name: str,
-        resources: Any,
-        runtime_env: dict[str, Any] | None = None,
-        remote_args: dict[str, Any] | None = None,
-        inputs: list[Any] | None = None,
-        pin: bool = False,
-        producer: dict[str, Any] | None = None,
-        split_dict: bool = False,
-    ) -> Any:
-        """Run ``fn(*args, **kwargs)`` as a Ray task submitted (and owned) by the owner actor.
-
-        :param resources: a :class:`~airflow_ray.cluster.submit.TaskResources`.
-        :param runtime_env: merged over the connection's default runtime_env.
-        :param remote_args: any other ``.options()`` keyword.
-        :return: a :class:`~airflow_ray.cluster.submit.RemoteCall`.
+        :param namespace: the owner actors' namespace, if not the connection's (a reference
+            records the one it was made in).
         """
-        from airflow_ray.cluster import submit
+        from airflow_ray.cluster.driver import DriverTransport
 
-        owner = self.owner()
-        submit.check_feasible(resources, where=self.describe())
-        options = {**resources.as_options(), **(remote_args or {})}
-        env = {**self.settings.runtime_env, **(runtime_env or {})}
-        if env:
-            options["runtime_env"] = env
-        return submit.submit(
-            owner,
-            fn,
-            args,
-            kwargs,
-            name=name,
-            options=options,
-            inputs=inputs,
-            pin=pin,
-            producer=producer,
-            split_dict=split_dict,
-        )
+        return DriverTransport(self, namespace)
 
 
 def _left(deadline: float) -> float:

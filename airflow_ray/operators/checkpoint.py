@@ -7,10 +7,14 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperator, XComArg
 
+from airflow_ray._remote.protocol import Producer
 from airflow_ray.exceptions import RayConfigurationError
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
+
+    from airflow_ray._remote.s3io import S3Access
+    from airflow_ray.checkpoint.store import CheckpointStore
 
 
 class RayCheckpointOperator(BaseOperator):
@@ -19,7 +23,7 @@ class RayCheckpointOperator(BaseOperator):
     A result kept in the Ray cluster (``RayXComBackend``) goes from the cluster to S3 directly:
     its bytes never pass through this worker. Any other task's XCom is written from here. Each
     result gets its own folder, named after its XCom, with a Parquet, ``.npy`` or cloudpickle
-    file and a ``manifest.json`` (see :mod:`airflow_ray.checkpoint.store`); a rerun overwrites it.
+    file and a ``manifest.json`` (see :mod:`airflow_ray._remote.checkpoint_io`); a rerun overwrites it.
 
     When a later task needs a result that the cluster no longer holds, the XCom backend
     restores it from the configured location (``[ray] checkpoint_bucket``, the default here).
@@ -63,13 +67,11 @@ class RayCheckpointOperator(BaseOperator):
         self.prefix = prefix
 
     def execute(self, context: Context) -> list[dict[str, Any]]:
-        from airflow_ray.checkpoint import store
-        from airflow_ray.checkpoint.store import CheckpointLocation
-        from airflow_ray.xcom.reference import RayXComReference, ray_consumer
-        from airflow_ray.xcom.resolve import object_refs
+        from airflow_ray.checkpoint.store import CheckpointLocation, CheckpointStore
+        from airflow_ray.xcom.reference import ray_consumer
 
-        location = CheckpointLocation.resolve(self.aws_conn_id, self.bucket, self.prefix)
-        s3 = store.preflight(location)
+        store = CheckpointStore(CheckpointLocation.resolve(self.aws_conn_id, self.bucket, self.prefix))
+        s3 = store.preflight()
         ti = context["ti"]
         written: list[dict[str, Any]] = []
         for source in self.outputs:
@@ -87,23 +89,8 @@ class RayCheckpointOperator(BaseOperator):
                 _is_mapped(self.dag.get_task(task_id)) if self.dag and self.dag.has_task(task_id) else False
             )
             for index, value in enumerate(values):
-                if isinstance(value, RayXComReference):
-                    manifests = store.write(
-                        location,
-                        [(value.producer, object_refs([value])[0])],
-                        ray_conn_id=value.conn_id,
-                        s3=s3,
-                    )
-                else:
-                    producer = {
-                        "dag_id": ti.dag_id,
-                        "run_id": ti.run_id,
-                        "task_id": task_id,
-                        "map_index": index if mapped else -1,
-                        "key": key,
-                    }
-                    manifests = store.write(location, [(producer, value)], s3=s3)
-                for manifest in manifests:
+                producer = Producer(ti.dag_id, ti.run_id, task_id, index if mapped else -1, key)
+                for manifest in _write(store, producer, value, s3):
                     self.log.info(
                         "Checkpointed XCom %r of task %r to %s (%s, %d bytes)",
                         key,
@@ -124,6 +111,20 @@ class RayCheckpointOperator(BaseOperator):
                         }
                     )
         return written
+
+
+def _write(store: CheckpointStore, producer: Producer, value: Any, s3: S3Access) -> list[dict[str, Any]]:
+    """A result kept in the cluster is written from there; any other value from here."""
+    from airflow_ray.results.handover import hand_over
+    from airflow_ray.results.persist import write_from_cluster
+    from airflow_ray.results.resolve import transport_of
+    from airflow_ray.xcom.reference import RayXComReference
+
+    if not isinstance(value, RayXComReference):
+        return store.write([(producer, value)], s3=s3)
+    transport = transport_of(value)
+    _, _, inputs = hand_over((value,), {}, transport)  # restored first if the cluster lost it
+    return write_from_cluster(store, transport, [(value.producer, inputs[0])], s3=s3)
 
 
 def _is_mapped(task: Any) -> bool:

@@ -4,20 +4,25 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from airflow.providers.standard.operators.python import PythonOperator
 from airflow.sdk.bases.decorator import KeywordParameters
 
+from airflow_ray._remote.protocol import NO_MAP_INDEX, Producer
+from airflow_ray.arguments import flag
 from airflow_ray.exceptions import RayConfigurationError
+from airflow_ray.operators.lines import LineLogger
 
 if TYPE_CHECKING:
     import jinja2
     from airflow.sdk import Context
 
-    from airflow_ray.checkpoint.formats import S3Access
-    from airflow_ray.checkpoint.store import CheckpointLocation
-    from airflow_ray.cluster.submit import RemoteCall
+    from airflow_ray._remote.protocol import Returned
+    from airflow_ray.checkpoint.store import CheckpointStore
+    from airflow_ray.cluster.transport import Call, TaskSpec, Transport
+    from airflow_ray.hooks.ray import RayHook
 
 # Context values that can be pickled and mean the same inside a Ray worker. The others (ti,
 # dag_run, task, conf, macros, ...) are live objects of the Airflow worker process.
@@ -152,28 +157,34 @@ class RayPythonOperator(PythonOperator):
         self.checkpoint_conn_id = checkpoint_conn_id or checkpoint_source
         self.checkpoint_bucket = checkpoint_bucket
         self.checkpoint_prefix = checkpoint_prefix
-        self._remote_call: RemoteCall | None = None
-        self._ray_task_name = ""
-        self._producer: dict[str, Any] = {}
+        self._call: tuple[Transport, Call] | None = None
+        self._producer: Producer | None = None
 
     @property
     def is_async(self) -> bool:
         # A coroutine function runs (and is awaited) inside Ray, not in the Airflow worker.
         return False
 
+    @cached_property
+    def hook(self) -> RayHook:
+        from airflow_ray.hooks.ray import RayHook
+
+        return RayHook(self.ray_conn_id)
+
+    @property
+    def ray_task_name(self) -> str:
+        """The Ray task's name: ``dag.task`` (``dag.task[map index]`` for a mapped task)."""
+        p = self._producer
+        if p is None:
+            return self.task_id
+        return f"{p.dag_id}.{p.task_id}" + (f"[{p.map_index}]" if p.map_index >= 0 else "")
+
     def execute(self, context: Context) -> Any:
         ti = context["ti"]
-        map_index = getattr(ti, "map_index", -1)
-        map_index = -1 if map_index is None else map_index
-        suffix = f"[{map_index}]" if map_index >= 0 else ""
-        self._ray_task_name = f"{ti.dag_id}.{ti.task_id}{suffix}"
-        self._producer = {
-            "dag_id": ti.dag_id,
-            "run_id": ti.run_id,
-            "task_id": ti.task_id,
-            "map_index": map_index,
-            "key": "return_value",
-        }
+        map_index = getattr(ti, "map_index", None)
+        self._producer = Producer(
+            ti.dag_id, ti.run_id, ti.task_id, NO_MAP_INDEX if map_index is None else map_index
+        )
         return super().execute(context)
 
     def _do_render_template_fields(
@@ -223,177 +234,109 @@ class RayPythonOperator(PythonOperator):
         return KeywordParameters.determine(self.python_callable, self.op_args, shippable).unpacking()
 
     def execute_callable(self) -> Any:
-        from airflow_ray import config
-        from airflow_ray.cluster.submit import TaskResources, as_mapping
-        from airflow_ray.hooks.ray import RayHook
+        from airflow_ray.results.outputs import PinnedOutputs
 
-        hook = RayHook(self.ray_conn_id)
+        transport = self.hook.get_transport()
+        spec = self._task_spec(transport)
+        store = self._checkpoint_store()
+        s3 = None
+        if store is not None:  # checked before any work: a bad bucket or key fails the task now
+            s3 = store.preflight()
+            self.log.info("The result will be checkpointed to %s", store.uri_of(self.producer))
+        keep = self._keeps_result()
+        if keep or store is not None:
+            spec.pin = self.producer
+        call, returned = self._run(transport, spec)
+        if spec.pin is None and self.do_xcom_push:
+            return transport.take(call)
+        transport.forget(call)
+        if spec.pin is None:
+            return None
+        outputs = PinnedOutputs(transport, self.producer, returned)
+        checkpoints = {}
+        if store is not None:
+            with LineLogger.to(self.log) as lines:
+                checkpoints = outputs.checkpoint(store, s3, lines.write, self.log)
+        if keep:
+            return outputs.references(self.ray_conn_id, checkpoints)
+        # Pinned only so that the checkpoint could be written from the cluster.
+        return outputs.fetch_and_release(fetch=self.do_xcom_push)
+
+    @property
+    def producer(self) -> Producer:
+        if self._producer is None:
+            raise RuntimeError("the producer is known once execute() runs")
+        return self._producer
+
+    def _task_spec(self, transport: Transport) -> TaskSpec:
+        from airflow_ray.arguments import json_object
+        from airflow_ray.cluster.resources import TaskResources
+        from airflow_ray.cluster.transport import TaskSpec
+        from airflow_ray.results.handover import hand_over
+
         resources = TaskResources.from_arguments(
             num_cpus=self.num_cpus, num_gpus=self.num_gpus, memory=self.memory, resources=self.ray_resources
         )
-        args, kwargs, inputs = self._hand_over_inputs()
-        checkpoint = self._checkpoint_location()
-        s3 = None
-        if checkpoint is not None:
-            from airflow_ray.checkpoint import store
-
-            s3 = store.preflight(checkpoint)
-            self.log.info(
-                "The result will be checkpointed to %s", checkpoint.uri(checkpoint.key_prefix(self._producer))
-            )
-        # Results stay in the cluster when the Ray XCom backend will store them, unless a mapped
-        # task expands over them (Airflow needs the list itself to count the expansion).
-        keep = (
-            config.xcom_backend_is_ray()
-            and self.do_xcom_push
-            and next(self.iter_mapped_dependants(), None) is None
-        )
-        split = bool(getattr(self, "multiple_outputs", False))
-        name = self._ray_task_name or self.task_id
-        self._remote_call = hook.submit(
+        args, kwargs, inputs = hand_over(tuple(self.op_args), dict(self.op_kwargs), transport)
+        return TaskSpec(
             self.python_callable,
             args,
             kwargs,
-            name=name,
+            name=self.ray_task_name,
             resources=resources,
-            runtime_env=dict(as_mapping("runtime_env", self.runtime_env)),
-            remote_args=dict(as_mapping("ray_remote_args", self.ray_remote_args)),
+            runtime_env=json_object(self.runtime_env, "runtime_env"),
+            remote_args=json_object(self.ray_remote_args, "ray_remote_args"),
             inputs=inputs,
-            pin=keep,
-            producer=self._producer,
-            split_dict=split,
+            split=bool(getattr(self, "multiple_outputs", False)),
         )
+
+    def _keeps_result(self) -> bool:
+        """Whether the result stays in the cluster: the Ray XCom backend will store it, and no
+        mapped task expands over it (Airflow needs the list itself to count the expansion)."""
+        from airflow_ray.xcom.backend import RayXComBackend
+
+        return (
+            RayXComBackend.is_configured()
+            and self.do_xcom_push
+            and next(self.iter_mapped_dependants(), None) is None
+        )
+
+    def _run(self, transport: Transport, spec: TaskSpec) -> tuple[Call, Returned]:
+        """Submit the task and stream its output into the task log until it ends."""
+        call = transport.submit(spec)
+        self._call = (transport, call)
         self.log.info(
             "Submitted Ray task %s with %s%s",
-            name,
-            resources.as_options() or "Ray's default resources",
-            f" and {len(inputs)} input(s) handed over inside the cluster" if inputs else "",
+            call.name,
+            spec.resources.as_options() or "Ray's default resources",
+            f" and {len(spec.inputs)} input(s) handed over inside the cluster" if spec.inputs else "",
         )
-        lines = _LineLogger(self.log)
         try:
-            meta = self._remote_call.follow(lines.write, self.log)
+            with LineLogger.to(self.log) as lines:
+                return call, transport.follow(call, lines.write, self.log)
         except BaseException:
             # Interrupted here (execution_timeout, SIGTERM) the Ray task must not run on; after
             # a remote failure it has already ended and cancelling it changes nothing.
-            self._remote_call.cancel()
+            transport.cancel(call)
             raise
-        finally:
-            lines.close()
-        returns_value = self.do_xcom_push and not keep
-        if checkpoint is None and not returns_value:
-            self._remote_call.forget()
-            return self._references(hook, meta) if keep else None
-        result = self._remote_call.take()
-        checkpointed = None if checkpoint is None else self._write_checkpoint(checkpoint, s3, result, lines)
-        if not returns_value:
-            return self._references(hook, meta, checkpointed) if keep else None
-        import ray
 
-        if isinstance(result, dict):
-            return {key: ray.get(ref) for key, ref in result.items()}
-        return ray.get(result)
-
-    def _checkpoint_location(self) -> CheckpointLocation | None:
+    def _checkpoint_store(self) -> CheckpointStore | None:
         """Where ``checkpoint=True`` writes the result, or ``None`` without it."""
-        if not _flag("checkpoint", self.checkpoint):
+        if not flag("checkpoint", self.checkpoint):
             return None
-        from airflow_ray.checkpoint.store import CheckpointLocation
+        from airflow_ray.checkpoint.store import CheckpointLocation, CheckpointStore
 
-        return CheckpointLocation.resolve(
-            self.checkpoint_conn_id, self.checkpoint_bucket, self.checkpoint_prefix
+        return CheckpointStore(
+            CheckpointLocation.resolve(
+                self.checkpoint_conn_id, self.checkpoint_bucket, self.checkpoint_prefix
+            )
         )
 
-    def _write_checkpoint(
-        self, location: CheckpointLocation, s3: S3Access | None, result: Any, lines: _LineLogger
-    ) -> dict[str, Any]:
-        """Write the result (each key's value, for a split dict) from the cluster to S3.
-
-        :return: ``{xcom key: checkpoint document}`` for the references.
-        """
-        from airflow_ray.checkpoint import store
-
-        results = result if isinstance(result, dict) else {"return_value": result}
-        items = [({**self._producer, "key": key}, ref) for key, ref in results.items()]
-        manifests = store.write(location, items, ray_conn_id=self.ray_conn_id, on_output=lines.write, s3=s3)
-        documents = {}
-        for (producer, _), manifest in zip(items, manifests, strict=True):
-            self.log.info(
-                "Checkpointed XCom %r to %s (%s, %d bytes, sha256 %s)",
-                producer["key"],
-                manifest["uri"],
-                manifest["format"],
-                manifest["size_bytes"],
-                manifest["sha256"],
-            )
-            documents[producer["key"]] = {**location.to_json(), "uri": manifest["uri"]}
-        return documents
-
-    def _references(self, hook: Any, meta: dict[str, Any], checkpointed: dict[str, Any] | None = None) -> Any:
-        from airflow_ray.cluster.owner import owner_name
-        from airflow_ray.xcom.reference import RayXComReference
-
-        def reference(key: str, value_meta: dict[str, Any]) -> RayXComReference:
-            producer = {**self._producer, "key": key}
-            return RayXComReference(
-                self.ray_conn_id,
-                hook.settings.namespace,
-                owner_name(),
-                producer,
-                value_meta,
-                (checkpointed or {}).get(key),
-            )
-
-        if "split_keys" in meta:
-            return {key: reference(key, meta["split_meta"][key]) for key in meta["split_keys"]}
-        return reference("return_value", meta)
-
-    def _hand_over_inputs(self) -> tuple[tuple[Any, ...], dict[str, Any], list[Any]]:
-        """Replace XCom references in the arguments by slots for their ObjectRefs.
-
-        A reference to another cluster (another connection) cannot be handed over inside this
-        one: its value is fetched instead.
-        """
-        from airflow_ray.cluster.remote_call import ref_slot
-        from airflow_ray.xcom.reference import Opaque, RayXComReference, transform, unwrap
-        from airflow_ray.xcom.resolve import object_refs
-
-        found: list[RayXComReference] = []
-        slots: dict[str, int] = {}
-
-        def to_slot(node: Any) -> Any:
-            reference = node if isinstance(node, RayXComReference) else None
-            if isinstance(node, str):
-                reference = RayXComReference.from_token(node)
-            if reference is None:
-                return None
-            if reference.conn_id != self.ray_conn_id:
-                return Opaque(reference.materialize())
-            if reference.pin not in slots:
-                slots[reference.pin] = len(found)
-                found.append(reference)
-            return ref_slot(slots[reference.pin])
-
-        args = transform(tuple(self.op_args), to_slot)
-        kwargs = transform(dict(self.op_kwargs), to_slot)
-        inputs = object_refs(found) if found else []
-        return unwrap(args), unwrap(kwargs), inputs
-
     def on_kill(self) -> None:
-        if self._remote_call is not None:
-            self.log.info("Cancelling Ray task %s", self._remote_call.name)
-            self._remote_call.cancel()
-
-
-def _flag(name: str, value: Any) -> bool:
-    """A boolean argument that may arrive templated, as text."""
-    if isinstance(value, bool) or value is None:
-        return bool(value)
-    text = str(value).strip().lower()
-    if text in ("true", "1", "yes", "on"):
-        return True
-    if text in ("false", "0", "no", "off", "", "none"):
-        return False
-    raise RayConfigurationError(f"{name}={value!r} is not a boolean; pass True or False.")
+        if self._call is not None:
+            transport, call = self._call
+            self.log.info("Cancelling Ray task %s", call.name)
+            transport.cancel(call)
 
 
 def _plain(key: str, value: Any) -> Any:
@@ -404,21 +347,3 @@ def _plain(key: str, value: Any) -> Any:
 
 
 _ARGUMENT_FIELDS = frozenset({"op_args", "op_kwargs", "templates_dict"})
-
-
-class _LineLogger:
-    """Turns streamed chunks of output into one task-log record per line."""
-
-    def __init__(self, log: Any) -> None:
-        self._log = log
-        self._partial = ""
-
-    def write(self, text: str) -> None:
-        *lines, self._partial = (self._partial + text).split("\n")
-        for line in lines:
-            self._log.info("%s", line.rstrip("\r"))
-
-    def close(self) -> None:
-        if self._partial:
-            self._log.info("%s", self._partial)
-            self._partial = ""

@@ -35,13 +35,14 @@ class RayXComBackend(BaseXCom):
         run_id: str | None = None,
         map_index: int | None = None,
     ) -> Any:
-        from airflow_ray.xcom.reference import RayXComReference, transform
+        from airflow_ray._remote.protocol import UNCHANGED, map_tree
+        from airflow_ray.xcom.reference import RayXComReference
 
         def encode(node: Any) -> Any:
-            return node.to_json() if isinstance(node, RayXComReference) else None
+            return node.to_json() if isinstance(node, RayXComReference) else UNCHANGED
 
         return BaseXCom.serialize_value(
-            transform(value, encode),
+            map_tree(value, encode),
             key=key,
             task_id=task_id,
             dag_id=dag_id,
@@ -51,32 +52,33 @@ class RayXComBackend(BaseXCom):
 
     @staticmethod
     def deserialize_value(result: Any) -> Any:
-        from airflow_ray.xcom.reference import (
-            Opaque,
-            RayXComReference,
-            is_ray_consumer,
-            is_reference_json,
-            transform,
-            unwrap,
-        )
-        from airflow_ray.xcom.resolve import materialize
+        from airflow_ray._remote.protocol import UNCHANGED, map_tree
+        from airflow_ray.results.resolve import PulledReference, materialize
+        from airflow_ray.xcom.reference import is_ray_consumer, is_reference_json
 
         value = BaseXCom.deserialize_value(result)
         keep = is_ray_consumer()
 
         def decode(node: Any) -> Any:
             if not is_reference_json(node):
-                return None
-            reference = RayXComReference.from_json(node)
-            return reference if keep else Opaque(materialize(reference))
+                return UNCHANGED
+            reference = PulledReference.from_json(node)
+            return reference if keep else materialize(reference)
 
-        return unwrap(transform(value, decode))
+        return map_tree(value, decode)
 
     @classmethod
     def purge(cls, xcom: Any, *args: Any) -> None:
+        from airflow_ray.results.release import release
         from airflow_ray.xcom.reference import stored_references
-        from airflow_ray.xcom.resolve import release
 
         references = stored_references(getattr(xcom, "value", None))
         if references:
             release(references)
+
+    @classmethod
+    def is_configured(cls) -> bool:
+        """Whether Airflow is configured with this backend (or a subclass of it)."""
+        from airflow.sdk.execution_time.xcom import XCom
+
+        return isinstance(XCom, type) and issubclass(XCom, cls)

@@ -38,12 +38,14 @@ def task_states(dag_run: Any) -> dict[str, str]:
 
 def xcom(dag_run: Any, task_id: str, map_index: int = -1, key: str = "return_value") -> Any:
     """The value a task of the run pushed, fetched from the Ray cluster where it is kept there."""
-    from airflow_ray.xcom.reference import Opaque, RayXComReference, is_reference_json, transform, unwrap
+    from airflow_ray._remote.protocol import UNCHANGED, map_tree
+    from airflow_ray.results.resolve import materialize
+    from airflow_ray.xcom.reference import RayXComReference, is_reference_json
 
     def fetch(node: Any) -> Any:
-        return Opaque(RayXComReference.from_json(node).materialize()) if is_reference_json(node) else None
+        return materialize(RayXComReference.from_json(node)) if is_reference_json(node) else UNCHANGED
 
-    return unwrap(transform(xcom_row(dag_run, task_id, map_index, key), fetch))
+    return map_tree(xcom_row(dag_run, task_id, map_index, key), fetch)
 
 
 def xcom_row(dag_run: Any, task_id: str, map_index: int = -1, key: str = "return_value") -> Any:

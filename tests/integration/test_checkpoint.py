@@ -22,9 +22,9 @@ import pytest
 from airflow.sdk import DAG, task
 
 from airflow_ray import cli
-from airflow_ray.checkpoint import store
-from airflow_ray.checkpoint.formats import S3Access, read_checkpoint, write_checkpoint
-from airflow_ray.checkpoint.store import CheckpointLocation
+from airflow_ray._remote.checkpoint_io import read_checkpoint, write_checkpoint
+from airflow_ray._remote.s3io import S3Access
+from airflow_ray.checkpoint.store import CheckpointLocation, CheckpointStore
 from airflow_ray.exceptions import RayCheckpointError, RayCheckpointIntegrityError, RayConfigurationError
 from airflow_ray.operators.checkpoint import RayCheckpointOperator
 from scripts.local_s3 import REGION, Bucket, free_port
@@ -253,8 +253,8 @@ def test_checkpoint_operator_persists_chosen_outputs_and_a_rerun_restores_them(
 def test_a_checkpoint_that_does_not_match_its_manifest_is_refused(ray_cluster, checkpoints: Bucket, tmp_path):
     from airflow_ray.cluster.owner import owner_name
     from airflow_ray.hooks.ray import RayHook
+    from airflow_ray.results.resolve import materialize
     from airflow_ray.xcom.reference import RayXComReference
-    from airflow_ray.xcom.resolve import materialize
 
     location = CheckpointLocation.resolve()
     namespace = RayHook().settings.namespace
@@ -269,7 +269,7 @@ def test_a_checkpoint_that_does_not_match_its_manifest_is_refused(ray_cluster, c
         return RayXComReference("ray_default", namespace, owner_name(), producer(task_id), {}, where)
 
     # Same length, one byte changed: the sha256 differs.
-    [manifest] = store.write(location, [(producer("flipped"), {"weights": list(range(100))})])
+    [manifest] = CheckpointStore(location).write([(producer("flipped"), {"weights": list(range(100))})])
     key = location.key_prefix(producer("flipped")) + manifest["object"]
     data = bytearray(checkpoints.read(key))
     data[-5] ^= 0xFF
@@ -279,7 +279,7 @@ def test_a_checkpoint_that_does_not_match_its_manifest_is_refused(ray_cluster, c
     assert key in str(refused.value)
 
     # Replaced by a pickle that would run code: refused on its size, never unpickled.
-    store.write(location, [(producer("replaced"), {"weights": [1, 2, 3]})])
+    CheckpointStore(location).write([(producer("replaced"), {"weights": [1, 2, 3]})])
     checkpoints.put(location.key_prefix(producer("replaced")) + "value.pkl", pickle.dumps(Evil()))
     with pytest.raises(RayCheckpointIntegrityError, match="manifest says"):
         materialize(reference("replaced"))
@@ -289,7 +289,7 @@ def test_a_checkpoint_that_does_not_match_its_manifest_is_refused(ray_cluster, c
     elsewhere = CheckpointLocation(
         "aws_ckpt", checkpoints.server.create_bucket(f"other-{uuid.uuid4().hex[:8]}"), "p"
     )
-    store.write(elsewhere, [(producer("pickled"), {"a": 1}), (producer("array"), np.arange(6))])
+    CheckpointStore(elsewhere).write([(producer("pickled"), {"a": 1}), (producer("array"), np.arange(6))])
     with pytest.raises(RayCheckpointIntegrityError, match="only from the configured checkpoint bucket"):
         materialize(reference("pickled", elsewhere))
     assert np.array_equal(materialize(reference("array", elsewhere)), np.arange(6))
@@ -299,8 +299,8 @@ def test_a_rewrite_overwrites_its_own_checkpoint_and_leaves_nothing_behind(ray_c
     location = CheckpointLocation.resolve()
     who = producer("retried")
     folder = location.key_prefix(who)
-    store.write(location, [(who, np.arange(10))])
-    store.write(location, [(who, {"now": "a dict"})])  # the retry returned something else
+    CheckpointStore(location).write([(who, np.arange(10))])
+    CheckpointStore(location).write([(who, {"now": "a dict"})])  # the retry returned something else
     assert checkpoints.keys(folder) == [folder + "manifest.json", folder + "value.pkl"]
 
     class Unpicklable:
@@ -309,7 +309,7 @@ def test_a_rewrite_overwrites_its_own_checkpoint_and_leaves_nothing_behind(ray_c
 
     # A write that fails half-way (after 16 MB went up) aborts its upload: the old checkpoint stays.
     with pytest.raises(TypeError, match="cannot pickle"):
-        store.write(location, [(who, [bytes(20 * 1024 * 1024), Unpicklable()])])
+        CheckpointStore(location).write([(who, [bytes(20 * 1024 * 1024), Unpicklable()])])
     assert checkpoints.keys(folder) == [folder + "manifest.json", folder + "value.pkl"]
     uploads = checkpoints.server.client().list_multipart_uploads(Bucket=checkpoints.name)
     assert not uploads.get("Uploads")
@@ -357,12 +357,12 @@ def test_bad_bucket_credentials_and_endpoint_fail_fast_with_clear_errors(
     for location, message in cases:
         started = time.monotonic()
         with pytest.raises(RayCheckpointError, match=message) as failed:
-            store.preflight(location)
+            CheckpointStore(location).preflight()
         assert time.monotonic() - started < 10
         assert repr(location.bucket) in str(failed.value) and repr(location.conn_id) in str(failed.value)
         assert "not-the-secret-0451" not in str(failed.value)
     with pytest.raises(RayConfigurationError, match=r"'aws_nope' .* does not exist"):
-        store.preflight(CheckpointLocation("aws_nope", checkpoints.name, "p"))
+        CheckpointStore(CheckpointLocation("aws_nope", checkpoints.name, "p")).preflight()
     with pytest.raises(RayConfigurationError, match="not a bucket name"):
         CheckpointLocation.resolve(bucket="s3://bucket/folder")
 

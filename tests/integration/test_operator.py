@@ -145,7 +145,7 @@ def test_failing_callable_fails_the_task_with_the_remote_traceback(ray_cluster, 
     traceback_text = out[out.index("The callable failed in Ray task") :]
     assert "in explode\n    inner()" in traceback_text
     assert "DataError: bad rows 13" in traceback_text
-    assert "remote_call.py" not in traceback_text.split("DataError: bad rows 13")[0]
+    assert "_remote/task.py" not in traceback_text.split("DataError: bad rows 13")[0]
 
 
 def fail_first_try(marker: str) -> str:

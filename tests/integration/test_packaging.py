@@ -53,7 +53,8 @@ BaseHook.get_connection = classmethod(spy)
 
 import airflow_ray, airflow_ray.hooks.ray, airflow_ray.operators.ray, airflow_ray.decorators.ray
 import airflow_ray.operators.checkpoint, airflow_ray.xcom.backend
-import airflow_ray.cli, airflow_ray.get_provider_info, airflow_ray.cluster.local, airflow_ray.cluster.submit
+import airflow_ray.cli, airflow_ray.get_provider_info, airflow_ray.cluster.local, airflow_ray.cluster.driver
+import airflow_ray.results.handover, airflow_ray.results.persist, airflow_ray.results.release
 from pathlib import Path
 from airflow.dag_processing.dagbag import BundleDagBag
 # As Airflow's DAG processor parses a bundle: its folder on sys.path, so DAGs can import helpers.

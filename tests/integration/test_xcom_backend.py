@@ -15,6 +15,7 @@ from airflow.sdk import DAG, task
 
 from airflow_ray.exceptions import RayObjectLostError
 from airflow_ray.operators.ray import RayPythonOperator
+from airflow_ray.results.resolve import materialize
 from airflow_ray.xcom.backend import RayXComBackend
 from airflow_ray.xcom.reference import RayXComReference
 from tests.integration.dagrun import run_dag, task_states, xcom, xcom_row
@@ -207,28 +208,24 @@ def test_purge_releases_the_pin_and_a_released_object_is_a_clear_error(ray_clust
     dag_run = run_dag(dag)
     row = xcom_row(dag_run, "produce")
     reference = RayXComReference.from_json(row)
-    assert np.array_equal(reference.materialize(), make_array(1))
+    assert np.array_equal(materialize(reference), make_array(1))
 
     class Row:
         value = row
 
     RayXComBackend.purge(Row())
     with pytest.raises(RayObjectLostError) as info:
-        reference.materialize()
+        materialize(reference)
     message = str(info.value)
     assert "XCom 'return_value' of task 'produce'" in message and dag_run.run_id in message
     assert "'x_purge'" in message and "Clear that task" in message
 
 
 def pinned_runs(dag_id: str) -> set[str]:
-    import ray
 
-    from airflow_ray.cluster.owner import all_owners
     from airflow_ray.hooks.ray import RayHook
 
-    RayHook().get_conn()
-    listed = ray.get([owner.list_pins.remote(dag_id) for owner in all_owners("airflow")])
-    return {pin["run_id"] for pins in listed for pin in pins}
+    return {pin["run_id"] for pin in RayHook().get_transport().list_pins(dag_id)}
 
 
 def test_only_the_newest_runs_stay_pinned_and_the_cli_releases_the_rest(ray_cluster, monkeypatch):
@@ -269,7 +266,7 @@ def test_pins_expire_after_the_ttl(ray_cluster, monkeypatch):
     run_dag(dag)
     assert len(pinned_runs("x_ttl")) == 1
     monkeypatch.setenv("AIRFLOW__RAY__PIN_TTL", "0.5")
-    owner = RayHook().owner()  # picks up the new TTL
+    owner = RayHook().get_transport().owner  # picks up the new TTL
     time.sleep(1.0)
     assert ray.get(owner.sweep.remote()) >= 1
     assert pinned_runs("x_ttl") == set()
@@ -283,7 +280,7 @@ def test_a_dead_owner_gives_the_consumer_a_clear_error(ray_cluster, capfd):
     with DAG("x_lost_src", schedule=None, start_date=START) as source:
         RayPythonOperator(task_id="produce", python_callable=make_array, op_args=[1])
     source_run = run_dag(source)
-    ray.kill(RayHook().owner())  # everything it owned is gone with it
+    ray.kill(RayHook().get_transport().owner)  # everything it owned is gone with it
 
     pull = "{{ ti.xcom_pull(dag_id='x_lost_src', task_ids='produce', run_id='" + source_run.run_id + "') }}"
     with DAG("x_lost_dst", schedule=None, start_date=START) as consumer:

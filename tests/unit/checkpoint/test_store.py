@@ -5,8 +5,7 @@ from __future__ import annotations
 import pytest
 from botocore.exceptions import ClientError, EndpointConnectionError, NoCredentialsError
 
-from airflow_ray.checkpoint import store
-from airflow_ray.checkpoint.store import CheckpointLocation
+from airflow_ray.checkpoint.store import CheckpointLocation, CheckpointStore
 from airflow_ray.exceptions import RayConfigurationError
 
 PRODUCER = {
@@ -77,7 +76,7 @@ def error(code: str, status: int, operation: str = "HeadBucket") -> ClientError:
     ],
 )
 def test_s3_failures_name_the_connection_bucket_and_fix(monkeypatch, failure, message):
-    monkeypatch.setattr(store, "endpoint", lambda location: "http://127.0.0.1:9000")
-    explained = str(store.s3_error(failure, CheckpointLocation("aws_x", "b", "p"), "checking"))
+    monkeypatch.setattr(CheckpointStore, "endpoint", lambda self: "http://127.0.0.1:9000")
+    explained = str(CheckpointStore(CheckpointLocation("aws_x", "b", "p")).error(failure, "checking"))
     assert message in explained
     assert "(endpoint http://127.0.0.1:9000)" in explained

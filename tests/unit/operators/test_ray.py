@@ -6,7 +6,8 @@ from airflow.sdk import DAG
 
 from airflow_ray.decorators.ray import _RayDecoratedOperator, ray_task
 from airflow_ray.exceptions import RayConfigurationError
-from airflow_ray.operators.ray import RayPythonOperator, _LineLogger
+from airflow_ray.operators.lines import LineLogger
+from airflow_ray.operators.ray import RayPythonOperator
 
 TEMPLATED = {
     "op_args",
@@ -113,7 +114,7 @@ class RecordingLog:
 
 def test_line_logger_joins_split_chunks_and_flushes_the_tail():
     log = RecordingLog()
-    lines = _LineLogger(log)
+    lines = LineLogger(log)
     lines.write("par")
     lines.write("tial\nwhole\r\nnext")
     assert log.lines == ["partial", "whole"]
@@ -134,13 +135,13 @@ def test_checkpoint_source_is_the_old_name_of_checkpoint_conn_id():
     [(True, True), (False, False), (None, False), ("True", True), ("false", False), ("1", True), ("", False)],
 )
 def test_checkpoint_flag_may_be_templated(value, expected):
-    from airflow_ray.operators.ray import _flag
+    from airflow_ray.arguments import flag
 
-    assert _flag("checkpoint", value) is expected
+    assert flag("checkpoint", value) is expected
 
 
 def test_a_checkpoint_flag_that_is_not_a_boolean_is_named():
-    from airflow_ray.operators.ray import _flag
+    from airflow_ray.arguments import flag
 
     with pytest.raises(RayConfigurationError, match="checkpoint='maybe' is not a boolean"):
-        _flag("checkpoint", "maybe")
+        flag("checkpoint", "maybe")

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from airflow_ray.cluster.submit import TaskResources
+from airflow_ray.cluster.resources import TaskResources
 from airflow_ray.exceptions import RayConfigurationError
 
 

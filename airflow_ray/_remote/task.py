@@ -1,22 +1,18 @@
 """What runs inside the Ray worker: the callable, its output streamed back as it is produced.
 
-This module is shipped to the cluster by value (see :mod:`airflow_ray.cluster.submit`), so a
-cluster without airflow-ray installed can run it: it imports only the standard library and
-Ray.
+The task is a Ray streaming generator. It yields the events of
+:mod:`airflow_ray._remote.protocol`, as wire tuples, in order:
 
-The task is a Ray streaming generator. It yields, in order:
-
-- ``("output", text)`` for what the callable printed or logged, every ``FLUSH_INTERVAL``
+- :class:`~.protocol.Output` for what the callable printed or logged, every ``FLUSH_INTERVAL``
   seconds while it runs;
-- then either ``("error", pickled_exception_or_None, remote_traceback)``, or
-  ``("return", meta)`` followed by the return value itself as the generator's last item, so
-  the caller can keep that value in the cluster without fetching it. ``meta`` describes the
-  value (type, size, shape ...). With ``split_dict`` and a dict result, ``meta["split_keys"]``
-  lists the keys and each value follows as an item of its own, in that order.
+- then either :class:`~.protocol.Failure` (the exception pickled, and the remote traceback), or
+  :class:`~.protocol.Returned` followed by the return value itself as the generator's last
+  item, so the caller can keep that value in the cluster without fetching it. With
+  ``split_dict`` and a dict result, each value follows as an item of its own, in key order.
 
 Inputs that are already in the cluster arrive as extra positional task arguments (so Ray
-resolves them here, zero-copy where it can); :func:`ref_slot` markers in ``args`` and ``kwargs``
-say where each one goes.
+resolves them here, zero-copy where it can); :func:`~.protocol.ref_slot` markers in ``args``
+and ``kwargs`` say where each one goes.
 """
 
 from __future__ import annotations
@@ -32,6 +28,10 @@ import threading
 import traceback
 from collections.abc import Callable, Iterator
 from typing import Any
+
+from airflow_ray._remote.protocol import Failure, Output, Returned, fill_slots, ref_slot
+
+__all__ = ["FLUSH_INTERVAL", "describe", "ref_slot", "run_streaming"]
 
 FLUSH_INTERVAL = 0.2
 _MAX_CHUNK = 256 * 1024
@@ -110,31 +110,6 @@ def _pickled_exception(error: BaseException) -> bytes | None:
             return None
 
 
-_SLOT_MARK = "\x00airflow_ray.input\x00"
-
-
-def ref_slot(index: int) -> tuple[str, int]:
-    """What stands in an argument for the ``index``-th input ObjectRef of the task.
-
-    A tagged tuple rather than a class: this module travels by value, so a class defined here
-    would not be the same class in the Airflow worker, the owner actor and the Ray worker.
-    """
-    return (_SLOT_MARK, index)
-
-
-def fill_slots(value: Any, inputs: tuple[Any, ...]) -> Any:
-    """``value`` with every :func:`ref_slot` inside lists, tuples and dicts replaced by its input."""
-    if isinstance(value, tuple) and len(value) == 2 and value[0] == _SLOT_MARK:
-        return inputs[value[1]]
-    if isinstance(value, list):
-        return [fill_slots(item, inputs) for item in value]
-    if isinstance(value, tuple):
-        return tuple(fill_slots(item, inputs) for item in value)
-    if isinstance(value, dict):
-        return {key: fill_slots(item, inputs) for key, item in value.items()}
-    return value
-
-
 def describe(value: Any) -> dict[str, Any]:
     """A small, readable description of a value: type, size in bytes, shape, rows, columns."""
     kind = type(value)
@@ -209,7 +184,7 @@ def run_streaming(
             worker.join(FLUSH_INTERVAL)
             text = _drain(sink, 0)
             while text:
-                yield ("output", text)
+                yield Output(text).to_wire()
                 text = _drain(sink, 0)
     finally:
         sys.stdout, sys.stderr = saved_stdout, saved_stderr
@@ -217,19 +192,16 @@ def run_streaming(
         root.setLevel(saved_level)
     text = _drain(sink, 0)
     while text:
-        yield ("output", text)
+        yield Output(text).to_wire()
         text = _drain(sink, 0)
     if "error" in outcome:
-        yield ("error", _pickled_exception(outcome["error"]), outcome["traceback"])
+        yield Failure(_pickled_exception(outcome["error"]), outcome["traceback"]).to_wire()
         return
     value = outcome["value"]
     if split_dict and isinstance(value, dict) and all(isinstance(key, str) for key in value):
-        keys = list(value)
-        yield (
-            "return",
-            {**describe(value), "split_keys": keys, "split_meta": {k: describe(value[k]) for k in keys}},
-        )
-        yield from (value[key] for key in keys)
+        yield Returned(describe(value), {key: describe(item) for key, item in value.items()}).to_wire()
+        for item in value.values():  # noqa: UP028 - Ray sends into the generator; a dict iterator cannot take it
+            yield item
         return
-    yield ("return", describe(value))
+    yield Returned(describe(value)).to_wire()
     yield value

@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from airflow_ray.cluster import remote_call
+from airflow_ray._remote import task as remote_call
 
 
 def events(fn, *args, **kwargs):
@@ -71,7 +71,7 @@ def test_exception_travels_pickled_with_a_traceback_starting_in_user_code():
     error = pickle.loads(pickled)
     assert isinstance(error, CustomError) and str(error) == "no good"
     assert "in user_function" in traceback_text
-    assert "airflow_ray/cluster/remote_call.py" not in traceback_text
+    assert "airflow_ray/_remote/task.py" not in traceback_text
     assert traceback_text.rstrip().endswith("CustomError: no good")
 
 

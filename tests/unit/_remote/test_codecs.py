@@ -10,8 +10,9 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 
-from airflow_ray.checkpoint import formats
-from airflow_ray.checkpoint.formats import MultipartUpload, S3Access, choose_format
+from airflow_ray._remote import codecs, s3io
+from airflow_ray._remote.codecs import choose_format
+from airflow_ray._remote.s3io import MultipartUpload, S3Access
 
 
 class FakeS3:
@@ -51,7 +52,7 @@ def test_formats_are_chosen_by_type():
 
 
 def test_a_large_value_goes_up_in_parts_hashed_as_it_is_written(monkeypatch):
-    monkeypatch.setattr(formats, "PART_SIZE", 1000)
+    monkeypatch.setattr(s3io, "PART_SIZE", 1000)
     s3 = FakeS3()
     upload = MultipartUpload(s3, "b", "k")
     data = bytes(range(256)) * 20  # 5120 bytes: five full parts and a short one
@@ -64,7 +65,7 @@ def test_a_large_value_goes_up_in_parts_hashed_as_it_is_written(monkeypatch):
 
 
 def test_a_small_value_is_one_put_and_a_failed_upload_is_aborted(monkeypatch):
-    monkeypatch.setattr(formats, "PART_SIZE", 1000)
+    monkeypatch.setattr(s3io, "PART_SIZE", 1000)
     s3 = FakeS3()
     small = MultipartUpload(s3, "b", "small")
     small.write(b"x" * 10)
@@ -77,16 +78,16 @@ def test_a_small_value_is_one_put_and_a_failed_upload_is_aborted(monkeypatch):
 
 
 def test_the_part_size_grows_so_that_huge_values_fit_in_10000_parts():
-    assert MultipartUpload(FakeS3(), "b", "k", size_hint=10).part_size == formats.PART_SIZE
+    assert MultipartUpload(FakeS3(), "b", "k", size_hint=10).part_size == s3io.PART_SIZE
     huge = 500 * 1024**3
-    assert MultipartUpload(FakeS3(), "b", "k", size_hint=huge).part_size * formats.MAX_PARTS >= huge
+    assert MultipartUpload(FakeS3(), "b", "k", size_hint=huge).part_size * s3io.MAX_PARTS >= huge
 
 
 @pytest.mark.parametrize("order", ["C", "F"])
 def test_npy_encoding_is_what_numpy_reads(order):
     array = np.asarray(np.arange(60, dtype=np.float32).reshape(3, 4, 5), order=order)
     sink = io.BytesIO()
-    formats.encode(array, "npy", sink)
+    codecs.encode(array, "npy", sink)
     loaded = np.load(io.BytesIO(sink.getvalue()), allow_pickle=False)
     assert np.array_equal(loaded, array) and loaded.flags.f_contiguous == array.flags.f_contiguous
 

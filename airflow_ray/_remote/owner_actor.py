@@ -1,0 +1,251 @@
+"""The owner actor's body: submits Ray tasks, follows their output, and owns their results.
+
+Ray frees an object when the process that owns it exits, and the Airflow task process is a Ray
+driver that exits when the task ends. So the tasks are submitted by a detached, named, async
+actor that lives in the cluster: it owns every result, keeps the ones pinned for XCom under
+their :class:`~.protocol.Producer`'s key, and releases them on request, after a newer run of the
+same DAG, or after a TTL. Inputs arrive as pin keys and are resolved here, inside the cluster.
+
+The actor never blocks on ``ray.get``: it awaits, so many tasks from many Airflow workers are in
+flight at once. Its creation and lookup live on the driver side, in
+:mod:`airflow_ray.cluster.owner`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from airflow_ray._remote.protocol import (
+    CallError,
+    CallState,
+    ErrorKind,
+    Failure,
+    Output,
+    PollReply,
+    Producer,
+    Returned,
+    parse_event,
+)
+from airflow_ray._remote.task import run_streaming
+
+FINISHED_CALL_TTL = 600.0
+SWEEP_INTERVAL = 30.0
+
+
+@dataclass
+class _Call:
+    """One submitted task, as the actor follows it."""
+
+    generator: Any
+    producer: Producer | None  # where to pin the result; None: the caller takes it
+    output: list[str] = field(default_factory=list)
+    state: CallState = CallState.RUNNING
+    error: CallError | None = None
+    returned: Returned | None = None
+    result: Any = None  # ObjectRef of the return value, or {key: ObjectRef} for a split dict
+    finished_at: float = 0.0
+    changed: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+@dataclass
+class _Pin:
+    ref: Any
+    producer: Producer
+    meta: dict[str, Any]
+    created: float
+
+
+class OwnerActor:
+    """The body of the detached owner actor."""
+
+    def __init__(self, keep_runs: int, pin_ttl: float) -> None:
+        self._calls: dict[str, _Call] = {}
+        self._pins: dict[str, _Pin] = {}
+        self._keep_runs = keep_runs
+        self._pin_ttl = pin_ttl
+        self._next_id = 0
+        self._sweeper: asyncio.Task[None] | None = None
+        self._run: Any = None
+
+    def configure(self, keep_runs: int, pin_ttl: float) -> None:
+        """Apply the current ``[ray]`` retention settings (the actor outlives config changes)."""
+        self._keep_runs = keep_runs
+        self._pin_ttl = pin_ttl
+
+    # -- running tasks ----------------------------------------------------------------------
+
+    async def submit(
+        self,
+        fn: Any,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        inputs: list[Any],
+        options: dict[str, Any],
+        producer: dict[str, Any] | None,
+        split_dict: bool,
+    ) -> str:
+        """Start ``fn`` as a Ray task and return the call id to poll.
+
+        :param inputs: what the ``ref_slot`` markers in ``args``/``kwargs`` stand for: a pin key
+            (resolved here) or ``[ObjectRef]``. They are passed as top-level task arguments, so
+            Ray resolves them in the worker, zero-copy where it can.
+        :param producer: pin the result under this XCom (each value of a dict result under its
+            own key with ``split_dict``); ``None``: the caller takes the result.
+        :raises LookupError: naming the pin keys that are not held here.
+        """
+        import ray
+
+        missing = [item for item in inputs if isinstance(item, str) and item not in self._pins]
+        if missing:
+            raise LookupError(f"not pinned by this owner: {', '.join(missing)}")
+        refs = [self._pins[item].ref if isinstance(item, str) else item[0] for item in inputs]
+        self._ensure_sweeper()
+        if self._run is None:
+            self._run = ray.remote(run_streaming)
+        remote = self._run.options(**options, num_returns="streaming")
+        generator = remote.remote(fn, args, kwargs, split_dict, *refs)
+        self._next_id += 1
+        call_id = f"{self._next_id}-{time.time_ns()}"
+        call = _Call(generator, None if producer is None else Producer.from_wire(producer))
+        self._calls[call_id] = call
+        asyncio.get_running_loop().create_task(self._follow(call))
+        return call_id
+
+    async def _follow(self, call: _Call) -> None:
+        import ray
+
+        try:
+            async for ref in call.generator:
+                event = parse_event(await ref)
+                if isinstance(event, Output):
+                    call.output.append(event.text)
+                    call.changed.set()
+                elif isinstance(event, Failure):
+                    call.error = CallError(ErrorKind.CALLABLE, event.traceback, event.pickled)
+                    break
+                else:
+                    call.returned = event
+                    if event.parts is not None:
+                        call.result = {key: await call.generator.__anext__() for key in event.parts}
+                    else:
+                        call.result = await call.generator.__anext__()
+                    break
+            else:
+                call.error = CallError(ErrorKind.TASK, "the task ended without a result")
+        except ray.exceptions.TaskCancelledError:
+            call.error = CallError(ErrorKind.TASK, "the task was cancelled")
+        except ray.exceptions.RayError as err:
+            call.error = CallError(ErrorKind.TASK, f"{type(err).__name__}: {err}")
+        if call.error is None and call.producer is not None:
+            self._pin_result(call)
+        call.state = CallState.FAILED if call.error else CallState.DONE
+        call.finished_at = time.time()
+        call.changed.set()
+
+    def _pin_result(self, call: _Call) -> None:
+        assert call.returned is not None and call.producer is not None
+        now = time.time()
+        if call.returned.parts is not None:
+            for key, ref in call.result.items():
+                self.pin(call.producer.with_key(key), ref, call.returned.parts[key], now)
+        else:
+            self.pin(call.producer, call.result, call.returned.meta, now)
+        self._apply_retention(call.producer.dag_id)
+
+    def pin(self, producer: Producer, ref: Any, meta: dict[str, Any], created: float) -> None:
+        self._pins[producer.pin_key] = _Pin(ref, producer, meta, created)
+
+    async def poll(self, call_id: str, offset: int, timeout: float) -> dict[str, Any]:
+        """A :class:`~.protocol.PollReply` (wire form): output chunks from ``offset`` on, waiting
+        up to ``timeout`` s for something new."""
+        call = self._calls.get(call_id)
+        if call is None:
+            return PollReply(CallState.UNKNOWN, offset=offset).to_wire()
+        if offset >= len(call.output) and call.state is CallState.RUNNING:
+            call.changed.clear()
+            try:
+                await asyncio.wait_for(call.changed.wait(), timeout)
+            except asyncio.TimeoutError:
+                pass
+        return PollReply(
+            call.state, call.output[offset:], len(call.output), call.error, call.returned
+        ).to_wire()
+
+    async def take(self, call_id: str) -> list[Any]:
+        """The result of a finished call, as ``[ref]`` (or ``[{key: ref}]``), and forget the call."""
+        call = self._calls.pop(call_id, None)
+        return [None if call is None else call.result]
+
+    async def cancel(self, call_id: str) -> bool:
+        import ray
+
+        call = self._calls.get(call_id)
+        if call is None or call.state is not CallState.RUNNING:
+            return False
+        ray.cancel(call.generator, force=True)
+        return True
+
+    # -- pins -------------------------------------------------------------------------------
+
+    async def get(self, key: str) -> list[Any] | None:
+        """``[ref]`` of a pinned object, or ``None`` when nothing is pinned under ``key``."""
+        pin = self._pins.get(key)
+        return None if pin is None else [pin.ref]
+
+    async def held(self, keys: list[str]) -> list[str]:
+        """Which of ``keys`` are pinned here."""
+        return [key for key in keys if key in self._pins]
+
+    async def list_pins(self, dag_id: str | None = None, run_id: str | None = None) -> list[dict[str, Any]]:
+        return [
+            {"pin": key, "created": pin.created, **pin.producer.to_wire(), "meta": pin.meta}
+            for key, pin in self._pins.items()
+            if (dag_id is None or pin.producer.dag_id == dag_id)
+            and (run_id is None or pin.producer.run_id == run_id)
+        ]
+
+    async def release(self, keys: list[str]) -> int:
+        return sum(self._pins.pop(key, None) is not None for key in keys)
+
+    async def release_matching(self, dag_id: str | None = None, run_id: str | None = None) -> int:
+        keys = [pin["pin"] for pin in await self.list_pins(dag_id, run_id)]
+        return await self.release(keys)
+
+    def _apply_retention(self, dag_id: str) -> None:
+        """Keep the pins of the newest ``keep_runs`` runs of ``dag_id`` (by first pin)."""
+        first_pin: dict[str, float] = {}
+        for pin in self._pins.values():
+            if pin.producer.dag_id == dag_id:
+                run = pin.producer.run_id
+                first_pin[run] = min(first_pin.get(run, pin.created), pin.created)
+        stale = set(sorted(first_pin, key=first_pin.__getitem__)[: max(len(first_pin) - self._keep_runs, 0)])
+        for key in [
+            k for k, p in self._pins.items() if p.producer.dag_id == dag_id and p.producer.run_id in stale
+        ]:
+            del self._pins[key]
+
+    def _ensure_sweeper(self) -> None:
+        if self._sweeper is None or self._sweeper.done():
+            self._sweeper = asyncio.get_running_loop().create_task(self._sweep_forever())
+
+    async def _sweep_forever(self) -> None:
+        while True:
+            await asyncio.sleep(SWEEP_INTERVAL)
+            self.sweep()
+
+    def sweep(self, now: float | None = None) -> int:
+        """Release pins older than the TTL and forget finished calls nobody took."""
+        now = time.time() if now is None else now
+        expired = [key for key, pin in self._pins.items() if now - pin.created > self._pin_ttl]
+        for key in expired:
+            del self._pins[key]
+        for call_id in [
+            c
+            for c, call in self._calls.items()
+            if call.finished_at and now - call.finished_at > FINISHED_CALL_TTL
+        ]:
+            del self._calls[call_id]
+        return len(expired)

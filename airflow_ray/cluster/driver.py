@@ -1,0 +1,216 @@
+"""The driver transport: this process is a Ray driver, and the owner actor runs every task.
+
+The owner actor (:mod:`airflow_ray._remote.owner_actor`) submits each task, so that it, not this
+short-lived process, owns the result; this process long-polls it for output and outcome.
+"""
+
+from __future__ import annotations
+
+import logging
+import pickle
+from collections import defaultdict
+from collections.abc import Callable
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
+
+from airflow_ray._remote.protocol import CallError, CallState, ErrorKind, PollReply, Returned
+from airflow_ray.cluster.transport import Call, Input, TaskSpec, raise_call_error
+from airflow_ray.exceptions import RayConfigurationError, RayTaskFailedError
+
+if TYPE_CHECKING:
+    from airflow_ray.hooks.ray import RayHook
+
+log = logging.getLogger(__name__)
+_POLL_INTERVAL = 0.5
+
+
+class DriverTransport:
+    """Runs tasks through the owner actor of the cluster this process connects to as a driver.
+
+    :param hook: the hook of the ``ray`` connection; nothing connects until first use.
+    :param namespace: the owner actors' Ray namespace (default: the connection's).
+    """
+
+    def __init__(self, hook: RayHook, namespace: str | None = None) -> None:
+        self.hook = hook
+        self.conn_id = hook.ray_conn_id
+        self._namespace = namespace
+
+    @property
+    def namespace(self) -> str:
+        return self._namespace or self.hook.settings.namespace
+
+    @property
+    def owner_name(self) -> str:
+        from airflow_ray.cluster.owner import owner_name
+
+        return owner_name()
+
+    @cached_property
+    def owner(self) -> Any:
+        """This code's owner actor in the cluster, created on first use."""
+        from airflow_ray import config
+        from airflow_ray.cluster.byvalue import register_by_value
+        from airflow_ray.cluster.owner import get_owner
+
+        self.hook.get_conn()
+        register_by_value()
+        return get_owner(self.namespace, config.keep_runs(), config.pin_ttl())
+
+    # -- running tasks ----------------------------------------------------------------------
+
+    def submit(self, spec: TaskSpec) -> Call:
+        import ray
+
+        from airflow_ray.cluster.byvalue import register_by_value
+        from airflow_ray.cluster.resources import check_feasible
+
+        owner = self.owner
+        check_feasible(spec.resources, ray.nodes(), where=self.hook.describe())
+        register_by_value()  # modules the DAG imported since the owner was found
+        options = {**spec.resources.as_options(), **spec.remote_args, "name": spec.name}
+        runtime_env = {**self.hook.settings.runtime_env, **spec.runtime_env}
+        if runtime_env:
+            options["runtime_env"] = runtime_env
+        inputs = [self._input_wire(item) for item in spec.inputs]
+        try:
+            call_id = ray.get(
+                owner.submit.remote(
+                    spec.fn,
+                    tuple(spec.args),
+                    dict(spec.kwargs),
+                    inputs,
+                    options,
+                    None if spec.pin is None else spec.pin.to_wire(),
+                    spec.split,
+                )
+            )
+        except (TypeError, ValueError, pickle.PicklingError) as err:
+            raise RayConfigurationError(
+                f"Task {spec.name} cannot be sent to Ray: {err}. Check ray_remote_args "
+                f"{spec.remote_args!r}, and pass values that pickle (no open files, locks, clients or "
+                f"database sessions), or create them inside the callable."
+            ) from err
+        except ray.exceptions.RayTaskError as err:
+            raise RayConfigurationError(
+                f"Ray refused task {spec.name} with options {options!r}: {err}"
+            ) from err
+        return Call(spec.name, call_id)
+
+    def _input_wire(self, item: Input) -> Any:
+        """A pin key of this code's owner, or ``[ObjectRef]`` held by an older owner."""
+        import ray
+
+        if item.owner != self.owner_name:
+            older = self._find(item.owner)
+            held = None if older is None else ray.get(older.get.remote(item.pin))
+            if held is not None:
+                return held
+        return item.pin
+
+    def follow(self, call: Call, on_output: Callable[[str], None], log: Any) -> Returned:
+        import ray
+
+        offset = 0
+        while True:
+            # A short long-poll returns to Python between calls, so that signal handlers
+            # (Airflow's execution_timeout, SIGTERM) run while a long task is silent.
+            try:
+                reply = PollReply.from_wire(
+                    ray.get(self.owner.poll.remote(call.call_id, offset, _POLL_INTERVAL))
+                )
+            except ray.exceptions.RayActorError as err:
+                raise RayTaskFailedError(
+                    f"The owner actor of Ray task {call.name} died while the task ran: {err}"
+                ) from err
+            for text in reply.output:
+                on_output(text)
+            offset = reply.offset
+            if not reply.state.is_terminal():
+                continue
+            if reply.state is CallState.DONE and reply.returned is not None:
+                return reply.returned
+            raise_call_error(
+                call.name, reply.error or CallError(ErrorKind.TASK, "the owner actor lost track of it"), log
+            )
+
+    def take(self, call: Call) -> Any:
+        import ray
+
+        result = ray.get(self.owner.take.remote(call.call_id))[0]
+        if isinstance(result, dict):
+            return {key: ray.get(ref) for key, ref in result.items()}
+        return ray.get(result)
+
+    def forget(self, call: Call) -> None:
+        self.owner.take.remote(call.call_id)
+
+    def cancel(self, call: Call) -> None:
+        import ray
+
+        try:
+            ray.get(self.owner.cancel.remote(call.call_id), timeout=10)
+        except (ray.exceptions.RayError, TimeoutError) as err:
+            log.warning("Could not cancel Ray task %s: %s", call.name, err)
+
+    # -- results kept in the cluster --------------------------------------------------------
+
+    def _find(self, name: str) -> Any | None:
+        """The owner actor called ``name``, or ``None``: looking never creates one."""
+        from airflow_ray.cluster.owner import find_owner
+
+        self.hook.get_conn()
+        return find_owner(name, self.namespace)
+
+    def _ref(self, item: Input) -> Any | None:
+        """The ObjectRef pinned for ``item``: by the owner that made it, or by this code's owner
+        (where a restore from a checkpoint puts it)."""
+        import ray
+
+        for name in dict.fromkeys((item.owner, self.owner_name)):
+            owner = self._find(name)
+            held = None if owner is None else ray.get(owner.get.remote(item.pin))
+            if held is not None:
+                return held[0]
+        return None
+
+    def missing(self, inputs: list[Input]) -> list[Input]:
+        return [item for item in inputs if self._ref(item) is None]
+
+    def fetch(self, item: Input) -> Any:
+        import ray
+
+        ref = self._ref(item)
+        if ref is None:
+            raise LookupError(item.pin)
+        return ray.get(ref)
+
+    def release(self, inputs: list[Input]) -> int:
+        import ray
+
+        by_owner: dict[str, list[str]] = defaultdict(list)
+        for item in inputs:
+            by_owner[item.owner].append(item.pin)
+        released = 0
+        for name, keys in by_owner.items():
+            owner = self._find(name)
+            if owner is not None:  # a gone owner has released everything already
+                released += ray.get(owner.release.remote(keys))
+        return released
+
+    def _all_owners(self) -> list[Any]:
+        from airflow_ray.cluster.owner import all_owners
+
+        self.hook.get_conn()
+        return all_owners(self.namespace)
+
+    def list_pins(self, dag_id: str | None = None, run_id: str | None = None) -> list[dict[str, Any]]:
+        import ray
+
+        listed = ray.get([owner.list_pins.remote(dag_id, run_id) for owner in self._all_owners()])
+        return [pin for pins in listed for pin in pins]
+
+    def release_matching(self, dag_id: str | None = None, run_id: str | None = None) -> int:
+        import ray
+
+        return sum(ray.get([owner.release_matching.remote(dag_id, run_id) for owner in self._all_owners()]))

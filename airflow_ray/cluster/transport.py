@@ -1,0 +1,152 @@
+"""The seam between Airflow and a Ray cluster: how a task is run there and its results reached.
+
+The operator, the XCom backend, the results package and the CLI talk to a cluster only through
+a :class:`Transport`, which :meth:`RayHook.get_transport() <airflow_ray.hooks.ray.RayHook.get_transport>`
+makes from a ``ray`` connection. Values cross it as pin keys (:class:`Input`), never as Ray
+ObjectRefs, so that a transport over HTTP can carry the same calls. Today's implementation is
+:class:`~airflow_ray.cluster.driver.DriverTransport` (this process is a Ray driver).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from airflow_ray._remote.protocol import CallError, ErrorKind, Producer, Returned
+from airflow_ray.cluster.resources import TaskResources
+from airflow_ray.exceptions import RayTaskFailedError, RemoteCallableError
+
+
+@dataclass(frozen=True)
+class Input:
+    """A result kept in the cluster: its pin key, and the owner actor that pinned it."""
+
+    pin: str
+    owner: str
+
+
+@dataclass
+class TaskSpec:
+    """One callable to run as a Ray task.
+
+    :param inputs: the results that ``ref_slot(i)`` markers in ``args``/``kwargs`` stand for;
+        they are resolved inside the cluster.
+    :param pin: keep the result pinned under this XCom (each key's value under its own key
+        with ``split``); ``None``: :meth:`Transport.take` fetches it.
+    """
+
+    fn: Callable[..., Any]
+    args: tuple[Any, ...]
+    kwargs: dict[str, Any]
+    name: str
+    resources: TaskResources = field(default_factory=TaskResources)
+    runtime_env: dict[str, Any] = field(default_factory=dict)
+    remote_args: dict[str, Any] = field(default_factory=dict)
+    inputs: list[Input] = field(default_factory=list)
+    pin: Producer | None = None
+    split: bool = False
+
+
+@dataclass(frozen=True)
+class Call:
+    """A submitted task, as its transport knows it."""
+
+    name: str
+    call_id: str
+
+
+class Transport(Protocol):
+    """How the Airflow worker runs tasks on one cluster and reaches the results kept there."""
+
+    conn_id: str
+
+    @property
+    def namespace(self) -> str: ...
+
+    @property
+    def owner_name(self) -> str:
+        """The owner actor that pins what this transport's tasks return."""
+        ...
+
+    def submit(self, spec: TaskSpec) -> Call: ...
+
+    def follow(self, call: Call, on_output: Callable[[str], None], log: Any) -> Returned:
+        """Pass output to ``on_output`` as it arrives; the description of the result.
+
+        :raises: the callable's own exception (see :func:`raise_call_error`).
+        """
+        ...
+
+    def take(self, call: Call) -> Any:
+        """The value of a finished call that was not pinned (``{key: value}`` when split)."""
+        ...
+
+    def forget(self, call: Call) -> None:
+        """Let the cluster drop the call (its result stays only where it was pinned)."""
+        ...
+
+    def cancel(self, call: Call) -> None:
+        """Stop the task (a callable cannot be interrupted softly: its worker is killed)."""
+        ...
+
+    def missing(self, inputs: list[Input]) -> list[Input]:
+        """Which of ``inputs`` the cluster no longer holds."""
+        ...
+
+    def fetch(self, item: Input) -> Any:
+        """The value of a result held in the cluster, into this process."""
+        ...
+
+    def release(self, inputs: list[Input]) -> int:
+        """Unpin ``inputs``; how many were pinned."""
+        ...
+
+    def list_pins(self, dag_id: str | None = None, run_id: str | None = None) -> list[dict[str, Any]]: ...
+
+    def release_matching(self, dag_id: str | None = None, run_id: str | None = None) -> int: ...
+
+
+def raise_call_error(name: str, error: CallError, log: Any) -> None:
+    """Raise what a failed call means here.
+
+    :raises: the callable's own exception, rebuilt here (so Airflow's skip and fail exceptions
+        keep their meaning) from a :class:`RemoteCallableError` holding the remote traceback;
+        that error itself when the exception cannot be rebuilt here; :class:`RayTaskFailedError`
+        when the task failed outside the callable.
+    """
+    if error.kind is ErrorKind.TASK:
+        raise RayTaskFailedError(f"The Ray task {name} failed outside the callable: {error.message}")
+    import pickle
+
+    (log or logging.getLogger(__name__)).error("The callable failed in Ray task %s:\n%s", name, error.message)
+    rebuilt: Any = None
+    if error.pickled is not None:
+        try:
+            rebuilt = pickle.loads(error.pickled)
+        except Exception:  # noqa: BLE001 - an exception class that is not importable here
+            rebuilt = None
+    if isinstance(rebuilt, BaseException):
+        raise rebuilt from RemoteCallableError(f"Remote traceback of Ray task {name}:\n{error.message}")
+    raise RemoteCallableError(f"The callable failed in Ray task {name}:\n{error.message}")
+
+
+def run_in_cluster(
+    transport: Transport, spec: TaskSpec, on_output: Callable[[str], None] | None = None, log: Any = None
+) -> Any:
+    """Run ``spec`` to its end: its value, or ``None`` when ``spec.pin`` keeps it in the cluster.
+
+    Interrupted here (a timeout, SIGTERM), the task is cancelled: it must not run on.
+    """
+    log = log or logging.getLogger(__name__)
+    call = transport.submit(spec)
+    try:
+        transport.follow(call, on_output or (lambda text: log.info("%s", text.rstrip())), log)
+    except BaseException:
+        transport.cancel(call)
+        raise
+    if spec.pin is not None:
+        transport.forget(call)
+        return None
+    return transport.take(call)

@@ -1,0 +1,51 @@
+"""Handing results kept in the cluster to a Ray task: as pin keys, resolved inside the cluster.
+
+A Ray operator renders its callable's arguments with references kept as references (see
+:func:`~airflow_ray.xcom.reference.ray_consumer`): as :class:`RayXComReference` objects, or as
+their ``ray-xcom://`` token inside a rendered string. Each becomes a slot in the arguments and
+an :class:`~airflow_ray.cluster.transport.Input` of the task.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from airflow_ray._remote.protocol import UNCHANGED, map_tree, ref_slot
+from airflow_ray.results.resolve import ensure_in_cluster, input_of, materialize
+from airflow_ray.xcom.reference import RayXComReference
+
+if TYPE_CHECKING:
+    from airflow_ray.cluster.transport import Input, Transport
+
+
+def hand_over(
+    args: tuple[Any, ...], kwargs: dict[str, Any], transport: Transport
+) -> tuple[tuple[Any, ...], dict[str, Any], list[Input]]:
+    """``args`` and ``kwargs`` with references replaced by slots, and the task's inputs.
+
+    A value the cluster lost is restored from its checkpoint first. A reference to another
+    cluster (another connection) cannot be handed over inside this one: its value is fetched.
+
+    :raises RayObjectLostError: when an input is gone and has no checkpoint.
+    """
+    found: list[RayXComReference] = []
+    slots: dict[str, int] = {}
+
+    def to_slot(node: Any) -> Any:
+        reference = node if isinstance(node, RayXComReference) else None
+        if isinstance(node, str):
+            reference = RayXComReference.from_token(node)
+        if reference is None:
+            return UNCHANGED
+        if reference.conn_id != transport.conn_id:
+            return materialize(reference)
+        if reference.pin not in slots:
+            slots[reference.pin] = len(found)
+            found.append(reference)
+        return ref_slot(slots[reference.pin])
+
+    args = map_tree(tuple(args), to_slot)
+    kwargs = map_tree(dict(kwargs), to_slot)
+    if found:
+        ensure_in_cluster(found, transport)
+    return args, kwargs, [input_of(reference) for reference in found]

@@ -1,0 +1,91 @@
+"""What one Ray task returned, pinned in the cluster under its XCom (one per key of a split dict):
+checkpointed to S3, described by references, or fetched for Airflow's own XCom."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from airflow_ray._remote.protocol import RETURN_VALUE, Producer, Returned
+from airflow_ray.cluster.transport import Input
+from airflow_ray.xcom.reference import RayXComReference
+
+if TYPE_CHECKING:
+    from airflow_ray._remote.s3io import S3Access
+    from airflow_ray.checkpoint.store import CheckpointStore
+    from airflow_ray.cluster.transport import Transport
+
+
+class PinnedOutputs:
+    """The XComs of a finished task whose result the owner pinned.
+
+    :param producer: the task instance's ``return_value`` XCom.
+    :param returned: the description the task sent back.
+    """
+
+    def __init__(self, transport: Transport, producer: Producer, returned: Returned) -> None:
+        self.transport = transport
+        self.returned = returned
+        keys = list(returned.parts) if returned.parts is not None else [RETURN_VALUE]
+        self.producers = {key: producer.with_key(key) for key in keys}
+
+    def _input(self, key: str) -> Input:
+        return Input(self.producers[key].pin_key, self.transport.owner_name)
+
+    def _shaped(self, values: dict[str, Any]) -> Any:
+        """``{key: ...}`` for a split dict, else the one value."""
+        return values if self.returned.parts is not None else values[RETURN_VALUE]
+
+    def checkpoint(
+        self,
+        store: CheckpointStore,
+        s3: S3Access | None,
+        on_output: Callable[[str], None] | None = None,
+        log: Any = None,
+    ) -> dict[str, dict[str, Any]]:
+        """Write each value from the cluster to S3; ``{xcom key: checkpoint document}``."""
+        from airflow_ray.results.persist import write_from_cluster
+
+        log = log or logging.getLogger(__name__)
+        items = [(producer, self._input(key)) for key, producer in self.producers.items()]
+        manifests = write_from_cluster(store, self.transport, items, s3=s3, on_output=on_output, log=log)
+        documents = {}
+        for key, manifest in zip(self.producers, manifests, strict=True):
+            log.info(
+                "Checkpointed XCom %r to %s (%s, %d bytes, sha256 %s)",
+                key,
+                manifest["uri"],
+                manifest["format"],
+                manifest["size_bytes"],
+                manifest["sha256"],
+            )
+            documents[key] = {**store.location.to_json(), "uri": manifest["uri"]}
+        return documents
+
+    def references(self, conn_id: str, checkpoints: dict[str, dict[str, Any]] | None = None) -> Any:
+        """The XCom value(s) that stay references: one per key of a split dict, else one."""
+        metas = self.returned.parts if self.returned.parts is not None else {RETURN_VALUE: self.returned.meta}
+        return self._shaped(
+            {
+                key: RayXComReference(
+                    conn_id,
+                    self.transport.namespace,
+                    self.transport.owner_name,
+                    producer,
+                    metas[key],
+                    (checkpoints or {}).get(key),
+                )
+                for key, producer in self.producers.items()
+            }
+        )
+
+    def fetch_and_release(self, fetch: bool = True) -> Any:
+        """The values, fetched into this process (with ``fetch``), and the pins released."""
+        items = {key: self._input(key) for key in self.producers}
+        try:
+            if not fetch:
+                return None
+            return self._shaped({key: self.transport.fetch(item) for key, item in items.items()})
+        finally:
+            self.transport.release(list(items.values()))

@@ -1,0 +1,72 @@
+"""Where a reference's value is: in the cluster (restored from a checkpoint if it was lost), or
+fetched into this process for a consumer that is not a Ray task."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+from airflow_ray.cluster.transport import Input
+from airflow_ray.exceptions import RayObjectLostError
+from airflow_ray.xcom.reference import RayXComReference
+
+if TYPE_CHECKING:
+    from airflow_ray.cluster.transport import Transport
+
+
+def input_of(reference: RayXComReference) -> Input:
+    return Input(reference.pin, reference.owner)
+
+
+def transport_of(reference: RayXComReference) -> Transport:
+    from airflow_ray.hooks.ray import RayHook
+
+    return RayHook(reference.conn_id).get_transport(reference.namespace)
+
+
+def lost(reference: RayXComReference) -> RayObjectLostError:
+    return RayObjectLostError(
+        f"The {reference.producer.describe()} is no longer in the Ray cluster of connection "
+        f"{reference.conn_id!r}, and it has no checkpoint: the cluster restarted, its owner actor "
+        f"died, or the object was released (retention: [ray] keep_runs and pin_ttl). Clear that "
+        f"task to compute it again, or give it checkpoint=True (with [ray] checkpoint_bucket set) "
+        f"so that a rerun can restore it."
+    )
+
+
+def ensure_in_cluster(references: list[RayXComReference], transport: Transport) -> None:
+    """Make sure the cluster holds each reference's value: restore what it lost from S3.
+
+    :raises RayObjectLostError: when one is no longer there and has no checkpoint.
+    :raises RayCheckpointIntegrityError: when its checkpoint does not match its manifest.
+    """
+    from airflow_ray.results.restore import restore
+
+    gone = {item.pin for item in transport.missing([input_of(r) for r in references])}
+    for reference in references:
+        if reference.pin in gone and not restore(reference, transport):
+            raise lost(reference)
+
+
+def materialize(reference: RayXComReference) -> Any:
+    """Fetch the value of ``reference`` into this process."""
+    transport = transport_of(reference)
+    ensure_in_cluster([reference], transport)
+    try:
+        return transport.fetch(input_of(reference))
+    except LookupError as err:  # released between the check and the fetch
+        raise lost(reference) from err
+
+
+class PulledReference(RayXComReference):
+    """A reference as a Ray operator's template pulls it: it renders to its token (handed over
+    inside the cluster), while indexing or iterating it in the template needs the value."""
+
+    def __getitem__(self, item: Any) -> Any:
+        return materialize(self)[item]
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(materialize(self))
+
+    def __len__(self) -> int:
+        return len(materialize(self))

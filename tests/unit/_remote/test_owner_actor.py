@@ -1,0 +1,122 @@
+"""The owner actor's pins, retention and TTL, on its body alone: no Ray, refs are plain objects."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from airflow_ray._remote.owner_actor import OwnerActor
+from airflow_ray._remote.protocol import CallState, PollReply, Producer
+
+
+def pin(actor: OwnerActor, dag_id: str, run_id: str, task_id: str, created: float) -> Producer:
+    producer = Producer(dag_id, run_id, task_id)
+    actor.pin(producer, f"ref of {producer.pin_key}", {"type": "int", "size_bytes": 28}, created)
+    return producer
+
+
+def pinned(
+    actor: OwnerActor, dag_id: str | None = None, run_id: str | None = None
+) -> set[tuple[str, str, str]]:
+    return {
+        (item["dag_id"], item["run_id"], item["task_id"])
+        for item in asyncio.run(actor.list_pins(dag_id, run_id))
+    }
+
+
+@pytest.fixture
+def actor() -> OwnerActor:
+    return OwnerActor(keep_runs=2, pin_ttl=100.0)
+
+
+def test_only_the_newest_runs_of_the_dag_keep_their_pins(actor):
+    # Runs are ordered by their first pin, not by name; a late pin does not make a run newer.
+    pin(actor, "higgs", "z_oldest", "load", 1.0)
+    pin(actor, "higgs", "z_oldest", "train", 50.0)
+    pin(actor, "higgs", "b_middle", "load", 2.0)
+    pin(actor, "higgs", "a_newest", "load", 3.0)
+    pin(actor, "higgs", "a_newest", "train", 4.0)
+    for run, created in (("o1", 1.0), ("o2", 2.0), ("o3", 3.0)):
+        pin(actor, "other", run, "t", created)
+
+    actor._apply_retention("higgs")
+
+    assert pinned(actor, "higgs") == {
+        ("higgs", "b_middle", "load"),
+        ("higgs", "a_newest", "load"),
+        ("higgs", "a_newest", "train"),
+    }
+    assert pinned(actor, "other") == {("other", "o1", "t"), ("other", "o2", "t"), ("other", "o3", "t")}
+
+
+def test_retention_keeps_everything_while_there_are_few_runs(actor):
+    pin(actor, "higgs", "r1", "t", 1.0)
+    pin(actor, "higgs", "r2", "t", 2.0)
+    actor._apply_retention("higgs")
+    assert pinned(actor) == {("higgs", "r1", "t"), ("higgs", "r2", "t")}
+
+
+def test_pins_older_than_the_ttl_are_released(actor):
+    pin(actor, "d", "r1", "old", 0.0)
+    pin(actor, "d", "r1", "at_ttl", 60.0)
+    pin(actor, "e", "r2", "young", 100.0)
+    assert actor.sweep(now=160.0) == 1
+    assert pinned(actor) == {("d", "r1", "at_ttl"), ("e", "r2", "young")}
+    assert actor.sweep(now=161.0) == 1
+    assert actor.sweep(now=161.0) == 0
+    assert pinned(actor) == {("e", "r2", "young")}
+
+
+def test_configure_changes_retention_and_ttl(actor):
+    for run, created in (("r1", 1.0), ("r2", 2.0), ("r3", 3.0)):
+        pin(actor, "d", run, "t", created)
+    actor.configure(keep_runs=1, pin_ttl=10.0)
+    actor._apply_retention("d")
+    assert pinned(actor) == {("d", "r3", "t")}
+    assert actor.sweep(now=13.5) == 1
+    assert pinned(actor) == set()
+
+
+def test_release_matching_by_dag_and_by_run(actor):
+    for dag in ("d", "e"):
+        for run in ("r1", "r2"):
+            pin(actor, dag, run, "t", 1.0)
+            pin(actor, dag, run, "u", 1.0)
+    assert asyncio.run(actor.release_matching("d", "r1")) == 2
+    assert pinned(actor, "d") == {("d", "r2", "t"), ("d", "r2", "u")}
+    assert asyncio.run(actor.release_matching("e")) == 4
+    assert pinned(actor) == {("d", "r2", "t"), ("d", "r2", "u")}
+    assert asyncio.run(actor.release_matching("e")) == 0
+    assert asyncio.run(actor.release_matching()) == 2
+    assert pinned(actor) == set()
+
+
+def test_pins_are_listed_released_and_reached_by_key(actor):
+    kept = pin(actor, "d", "r", "kept", 5.0)
+    gone = pin(actor, "d", "r", "gone", 6.0)
+    first, _ = asyncio.run(actor.list_pins("d", "r"))
+    assert first == {
+        "pin": kept.pin_key,
+        "created": 5.0,
+        **kept.to_wire(),
+        "meta": {"type": "int", "size_bytes": 28},
+    }
+    assert asyncio.run(actor.held(["nope", gone.pin_key, kept.pin_key])) == [gone.pin_key, kept.pin_key]
+    assert asyncio.run(actor.release([gone.pin_key, "nope"])) == 1
+    assert asyncio.run(actor.held([gone.pin_key, kept.pin_key])) == [kept.pin_key]
+    assert asyncio.run(actor.get(kept.pin_key)) == [f"ref of {kept.pin_key}"]
+    assert asyncio.run(actor.get(gone.pin_key)) is None
+
+
+def test_a_pin_under_the_same_key_replaces_the_old_one(actor):
+    producer = pin(actor, "d", "r", "t", 1.0)
+    actor.pin(producer, "new ref", {"type": "str"}, 2.0)
+    assert asyncio.run(actor.get(producer.pin_key)) == ["new ref"]
+    assert len(asyncio.run(actor.list_pins())) == 1
+
+
+def test_polling_an_unknown_call_says_so(actor):
+    reply = PollReply.from_wire(asyncio.run(actor.poll("no-such-call", 4, 0.01)))
+    assert reply == PollReply(CallState.UNKNOWN, offset=4)
+    assert reply.state.is_terminal()

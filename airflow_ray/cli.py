@@ -38,11 +38,11 @@ def _cluster(state_dir: str | None):  # type: ignore[no-untyped-def]
 def _pins(args: argparse.Namespace) -> int:
     from airflow_ray.hooks.ray import RayHook
 
+    if args.action == "release" and not (args.dag or args.all):
+        print("airflow-ray: pins release needs --dag DAG_ID [--run RUN_ID] or --all", file=sys.stderr)
+        return 2
     transport = RayHook(args.conn_id).get_transport()
     if args.action == "release":
-        if not (args.dag or args.all):
-            print("airflow-ray: pins release needs --dag DAG_ID [--run RUN_ID] or --all", file=sys.stderr)
-            return 2
         print(f"Released {transport.release_matching(args.dag, args.run)} pinned object(s)")
         return 0
     pins = transport.list_pins(args.dag, args.run)

@@ -120,3 +120,13 @@ def checkpoint_prefix() -> str:
 def checkpoint_retention_days() -> float | None:
     """Days ``airflow-ray checkpoints prune`` keeps checkpoints; ``None``: keep them."""
     return _positive_float("checkpoint_retention_days", None)
+
+
+DEFAULT_JOBS_INLINE_MAX_BYTES = 1024 * 1024
+
+
+def jobs_inline_max_bytes() -> int:
+    """Through the Jobs API: the largest pickled result that travels to a plain consumer (1 MB)."""
+    value = _positive_int("jobs_inline_max_bytes", DEFAULT_JOBS_INLINE_MAX_BYTES)
+    assert value is not None
+    return value

@@ -27,6 +27,8 @@ def get_provider_info() -> dict[str, Any]:
             }
         ],
         "hooks": [{"integration-name": "Ray", "python-modules": ["airflow_ray.hooks.ray"]}],
+        "triggers": [{"integration-name": "Ray", "python-modules": ["airflow_ray.triggers.ray"]}],
+        "extra-links": ["airflow_ray.links.ray.RayJobLink"],
         "connection-types": [
             {
                 "connection-type": "ray",
@@ -36,7 +38,8 @@ def get_provider_info() -> dict[str, Any]:
                     "hidden-fields": ["login", "extra"],
                     "relabeling": {"host": "Address", "schema": "Namespace", "password": "Ray auth token"},
                     "placeholders": {
-                        "host": "empty or 'local' (embedded cluster), host:6379, auto, ray://host:10001",
+                        "host": "empty or 'local' (embedded cluster), http://head:8265 (Jobs API), "
+                        "host:6379, auto, ray://host:10001",
                         "port": "6379 (GCS) or 10001 (Ray Client), when not in the address",
                         "schema": "airflow",
                         "password": "token of a cluster with token authentication (`ray get-auth-token`)",
@@ -48,6 +51,19 @@ def get_provider_info() -> dict[str, Any]:
                         "description": "JSON Ray runtime environment applied to every task, "
                         'e.g. {"pip": ["xgboost==2.0.3"]}.',
                         "schema": {"type": ["object", "null"], "format": "json"},
+                    },
+                    "transport": {
+                        "label": "Transport",
+                        "description": "How tasks reach the cluster: 'jobs' (each task a Ray job over "
+                        "HTTP: the worker needs no Ray connection and can defer), 'driver' (the worker "
+                        "becomes a Ray driver), or 'auto' (jobs for an http(s):// address).",
+                        "schema": {"type": ["string", "null"], "enum": ["auto", "driver", "jobs", None]},
+                    },
+                    "dashboard_url": {
+                        "label": "Dashboard URL",
+                        "description": "The cluster's dashboard (Jobs API), when the address is not "
+                        "it: e.g. http://head:8265 beside a GCS address.",
+                        "schema": {"type": ["string", "null"]},
                     },
                     "init_kwargs": {
                         "label": "Extra ray.init kwargs",
@@ -134,6 +150,16 @@ def get_provider_info() -> dict[str, Any]:
                         "type": "float",
                         "example": "30",
                         "default": "",
+                    },
+                    "jobs_inline_max_bytes": {
+                        "description": "Through the Ray Jobs API: the largest result (pickled) that "
+                        "travels to a task that is not a Ray task (a plain @task, a template). Larger "
+                        "ones are read from their S3 checkpoint, or fail with an error that says to "
+                        "consume them in a Ray task or to checkpoint them.",
+                        "version_added": "0.2.0",
+                        "type": "integer",
+                        "example": "16777216",
+                        "default": "1048576",
                     },
                     "connect_timeout": {
                         "description": "Seconds that connecting to a Ray cluster may take before "

@@ -5,6 +5,12 @@ from __future__ import annotations
 import os
 from typing import Any
 
+# Airflow 3.3's crash-safe reconnect: the Ray task's id is kept in the task state store, and a
+# retry after the worker died follows that task instead of starting it again.
+from airflow.sdk.bases.resumablejobmixin import ResumableJobMixin
+
+__all__ = ["ResumableJobMixin", "gcs_session_name", "use_ray_token"]
+
 RAY_AUTH_MODE_ENV = "RAY_AUTH_MODE"
 RAY_AUTH_TOKEN_ENV = "RAY_AUTH_TOKEN"
 RAY_AUTH_TOKEN_PATH_ENV = "RAY_AUTH_TOKEN_PATH"

@@ -9,7 +9,9 @@ from airflow_ray.exceptions import RayConfigurationError
 
 GCS_DEFAULT_PORT = 6379
 CLIENT_DEFAULT_PORT = 10001
+DASHBOARD_DEFAULT_PORT = 8265
 CLIENT_SCHEME = "ray://"
+DASHBOARD_SCHEMES = ("http://", "https://")
 
 
 class AddressKind(enum.Enum):
@@ -23,6 +25,8 @@ class AddressKind(enum.Enum):
     """A running cluster reached directly at its GCS ``host:port``."""
     CLIENT = "client"
     """A remote cluster reached over Ray Client (``ray://host:port``)."""
+    DASHBOARD = "dashboard"
+    """A cluster's dashboard (``http(s)://host:8265``), whose Jobs API runs the tasks."""
 
 
 @dataclass(frozen=True)
@@ -36,6 +40,7 @@ class ClusterAddress:
     kind: AddressKind
     host: str | None = None
     port: int | None = None
+    secure: bool = False
 
     @classmethod
     def parse(cls, address: str | None, port: int | None = None) -> ClusterAddress:
@@ -50,32 +55,50 @@ class ClusterAddress:
         if text.lower() == "auto":
             return cls(AddressKind.AUTO)
         kind = AddressKind.GCS
+        secure = False
         if text.lower().startswith(CLIENT_SCHEME):
             kind = AddressKind.CLIENT
             text = text[len(CLIENT_SCHEME) :]
+        elif text.lower().startswith(DASHBOARD_SCHEMES):
+            kind = AddressKind.DASHBOARD
+            secure = text.lower().startswith("https://")
+            text = text.split("://", 1)[1]
         elif "://" in text:
             raise RayConfigurationError(
-                f"Ray address {address!r} has an unknown scheme; use 'host:6379' for a cluster's "
-                f"GCS address, 'ray://host:10001' for Ray Client, 'auto', or leave it empty for "
-                f"the embedded local cluster."
+                f"Ray address {address!r} has an unknown scheme; use 'http://host:8265' for a "
+                f"cluster's dashboard (the Jobs API), 'host:6379' for its GCS address, "
+                f"'ray://host:10001' for Ray Client, 'auto', or leave it empty for the embedded "
+                f"local cluster."
             )
+        if kind is AddressKind.DASHBOARD:
+            text = text.split("/", 1)[0]
         host, _, port_text = text.rstrip("/").rpartition(":") if ":" in text else (text, "", "")
         if port_text:
             port = _parse_port(port_text, address)
         elif port is not None:
             port = _parse_port(str(port), address)
         else:
-            port = CLIENT_DEFAULT_PORT if kind is AddressKind.CLIENT else GCS_DEFAULT_PORT
+            port = {
+                AddressKind.CLIENT: CLIENT_DEFAULT_PORT,
+                AddressKind.DASHBOARD: DASHBOARD_DEFAULT_PORT,
+            }.get(kind, GCS_DEFAULT_PORT)
         host = host.strip("[]")
         if not host or "/" in host or " " in host:
             raise RayConfigurationError(
                 f"Ray address {address!r} has no valid host; expected 'host:port' or 'ray://host:port'."
             )
-        return cls(kind, host, port)
+        return cls(kind, host, port, secure)
 
     @property
     def is_embedded(self) -> bool:
         return self.kind is AddressKind.EMBEDDED
+
+    @property
+    def dashboard_url(self) -> str:
+        """The dashboard's base URL (a ``DASHBOARD`` address; else its host on port 8265)."""
+        if self.kind is AddressKind.DASHBOARD:
+            return f"{'https' if self.secure else 'http'}://{self.host}:{self.port}"
+        return f"http://{self.host}:{DASHBOARD_DEFAULT_PORT}"
 
     def ray_init_address(self) -> str:
         """The value to pass to ``ray.init(address=...)``."""
@@ -85,11 +108,19 @@ class ClusterAddress:
             return f"{CLIENT_SCHEME}{self.host}:{self.port}"
         if self.kind is AddressKind.GCS:
             return f"{self.host}:{self.port}"
+        if self.kind is AddressKind.DASHBOARD:
+            raise RayConfigurationError(
+                f"{self.dashboard_url} is a Ray dashboard, reached through the Jobs API, not a "
+                f"driver connection: give the connection the GCS address (host:6379) to connect "
+                f"as a driver."
+            )
         raise RayConfigurationError("the embedded cluster's address is known only once it runs")
 
     def __str__(self) -> str:
         if self.kind is AddressKind.EMBEDDED:
             return "local (embedded cluster)"
+        if self.kind is AddressKind.DASHBOARD:
+            return self.dashboard_url
         return self.ray_init_address()
 
 

@@ -64,6 +64,11 @@ class EmbeddedHead:
     def client_address(self) -> str:
         return f"ray://{LOOPBACK}:{self.client_port}"
 
+    @property
+    def dashboard_url(self) -> str:
+        """Its dashboard and Jobs API."""
+        return f"http://{LOOPBACK}:{self.dashboard_port}"
+
 
 class EmbeddedCluster:
     """The embedded head whose state lives in ``state_dir``.
@@ -143,6 +148,17 @@ class EmbeddedCluster:
                 return head
             return self._start()
 
+    def wait_for_dashboard(self, head: EmbeddedHead, timeout: float = START_TIMEOUT) -> None:
+        """Wait until the head's dashboard (the Jobs API) answers; it starts after the GCS."""
+        deadline = time.monotonic() + timeout
+        while not _port_open(LOOPBACK, head.dashboard_port):
+            if time.monotonic() > deadline:
+                raise EmbeddedClusterError(
+                    f"The embedded Ray cluster's dashboard did not open {head.dashboard_url} within "
+                    f"{timeout:.0f} s. Its output ({self.log_path}) ends with:\n{_tail(self.log_path)}"
+                )
+            time.sleep(0.2)
+
     def stop(self, timeout: float = STOP_TIMEOUT) -> bool:
         """Stop this state directory's head and every process of its session.
 
@@ -202,7 +218,9 @@ class EmbeddedCluster:
             f"--dashboard-port={dashboard_port}",
             f"--dashboard-agent-listen-port={agent_port}",
             f"--metrics-export-port={metrics_port}",
-            "--include-dashboard=false",
+            # The dashboard serves the Jobs API, so that the jobs transport works with no setup.
+            "--include-dashboard=true",
+            f"--dashboard-host={LOOPBACK}",
             "--disable-usage-stats",
             f"--temp-dir={temp_dir}",
         ]
@@ -214,6 +232,8 @@ class EmbeddedCluster:
         env.pop(RAY_AUTH_TOKEN_ENV, None)
         env.update(
             {
+                # Jobs run `python ...` through a shell: this environment's Python, as Ray's own.
+                "PATH": os.pathsep.join([str(ray_cli.parent), env.get("PATH", "")]),
                 RAY_AUTH_MODE_ENV: "token",
                 RAY_AUTH_TOKEN_PATH_ENV: str(self.token_path),
                 "RAY_USAGE_STATS_ENABLED": "0",

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from airflow_ray._remote.protocol import CallError, ErrorKind, Producer, Returned
+from airflow_ray._remote.protocol import CallError, CallState, ErrorKind, Producer, Returned
 from airflow_ray.cluster.resources import TaskResources
 from airflow_ray.exceptions import RayTaskFailedError, RemoteCallableError
 
@@ -47,6 +47,7 @@ class TaskSpec:
     inputs: list[Input] = field(default_factory=list)
     pin: Producer | None = None
     split: bool = False
+    submission_id: str | None = None  # the same for the same task-instance try (Jobs API)
 
 
 @dataclass(frozen=True)
@@ -77,6 +78,14 @@ class Transport(Protocol):
 
         :raises: the callable's own exception (see :func:`raise_call_error`).
         """
+        ...
+
+    def state(self, call: Call) -> CallState:
+        """Where a call submitted earlier (maybe by a process that died) stands, without waiting."""
+        ...
+
+    def link(self, call: Call) -> str | None:
+        """Where the call can be watched in the cluster's dashboard, if it has one."""
         ...
 
     def take(self, call: Call) -> Any:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import enum
 import json
 import time
 from dataclasses import dataclass, field
@@ -16,6 +17,7 @@ from airflow_ray.cluster.address import AddressKind, ClusterAddress
 from airflow_ray.exceptions import RayConfigurationError
 
 if TYPE_CHECKING:
+    from airflow_ray.cluster.jobs_api import JobsEndpoint
     from airflow_ray.cluster.transport import Transport
 
 # What this process is connected to. Ray keeps one global connection per process; dag.test()
@@ -24,6 +26,27 @@ if TYPE_CHECKING:
 _connected: tuple[str, str, str, str] | None = None
 
 DEFAULT_NAMESPACE = "airflow"
+
+
+class TransportKind(str, enum.Enum):
+    """How tasks reach the cluster: the connection's ``transport`` extra field."""
+
+    AUTO = "auto"
+    """The Jobs API for a dashboard address (``http(s)://``), else a driver."""
+    DRIVER = "driver"
+    """This process becomes a Ray driver (it needs network reach to every node)."""
+    JOBS = "jobs"
+    """Each task is a Ray job submitted over HTTP to the cluster's dashboard."""
+
+    @classmethod
+    def parse(cls, value: Any, conn_id: str) -> TransportKind:
+        text = str(value or "auto").strip().lower()
+        try:
+            return cls(text)
+        except ValueError:
+            raise RayConfigurationError(
+                f"Connection {conn_id!r} field transport={value!r} is not one of auto, driver, jobs."
+            ) from None
 
 
 @dataclass(frozen=True)
@@ -35,6 +58,8 @@ class RayConnectionSettings:
     token: str | None = field(default=None, repr=False)
     runtime_env: dict[str, Any] = field(default_factory=dict)
     init_kwargs: dict[str, Any] = field(default_factory=dict)
+    transport: TransportKind = TransportKind.AUTO
+    dashboard_url: str | None = None
 
     @classmethod
     def from_connection(cls, conn: Any) -> RayConnectionSettings:
@@ -46,7 +71,16 @@ class RayConnectionSettings:
             token=(getattr(conn, "password", None) or None),
             runtime_env=json_object(extra.get("runtime_env"), f"connection {conn_id!r} field runtime_env"),
             init_kwargs=json_object(extra.get("init_kwargs"), f"connection {conn_id!r} field init_kwargs"),
+            transport=TransportKind.parse(extra.get("transport"), conn_id),
+            dashboard_url=(str(extra["dashboard_url"]).rstrip("/") if extra.get("dashboard_url") else None),
         )
+
+    @property
+    def uses_jobs_api(self) -> bool:
+        """Whether tasks run through the Jobs API: asked for, or the address is a dashboard's."""
+        if self.transport is TransportKind.AUTO:
+            return self.address.kind is AddressKind.DASHBOARD
+        return self.transport is TransportKind.JOBS
 
 
 class RayHook(BaseHook):
@@ -158,6 +192,15 @@ class RayHook(BaseHook):
 
     def test_connection(self) -> tuple[bool, str]:
         """Reach the cluster and report what it offers."""
+        if self.settings.uses_jobs_api:
+            from airflow_ray.cluster.jobs_api import JobsClient
+
+            try:
+                endpoint = self.jobs_endpoint()
+                version = JobsClient(endpoint).version()
+            except Exception as err:  # noqa: BLE001 - the UI shows any failure as a message
+                return False, str(err)
+            return True, f"Ray {version.get('ray_version')} answers at {endpoint.url} (Jobs API)."
         try:
             ray = self.get_conn()
             resources = ray.cluster_resources()
@@ -170,15 +213,62 @@ class RayHook(BaseHook):
         )
 
     def get_transport(self, namespace: str | None = None) -> Transport:
-        """How tasks of this connection run: :class:`~airflow_ray.cluster.driver.DriverTransport`
-        (this process becomes a Ray driver on first use).
+        """How tasks of this connection run: :class:`~airflow_ray.cluster.jobs.JobsTransport` (each
+        task a Ray job, over HTTP) or :class:`~airflow_ray.cluster.driver.DriverTransport` (this
+        process becomes a Ray driver on first use).
 
         :param namespace: the owner actors' namespace, if not the connection's (a reference
             records the one it was made in).
         """
+        if self.settings.uses_jobs_api:
+            from airflow_ray.cluster.jobs import JobsTransport
+
+            return JobsTransport(self, namespace)
+        if self.settings.address.kind is AddressKind.DASHBOARD:
+            raise RayConfigurationError(
+                f"Connection {self.ray_conn_id!r} asks for transport 'driver' but its address "
+                f"{self.settings.address} is a dashboard's: give it the cluster's GCS address "
+                f"(host:6379), or use transport 'jobs'."
+            )
         from airflow_ray.cluster.driver import DriverTransport
 
         return DriverTransport(self, namespace)
+
+    def jobs_endpoint(self, start: bool = True) -> JobsEndpoint:
+        """Where the cluster's Jobs API answers.
+
+        :param start: start the embedded cluster if it does not run (a triggerer only reads).
+        """
+        from airflow_ray.cluster.jobs_api import JobsEndpoint
+
+        settings = self.settings
+        if settings.address.is_embedded:
+            from airflow_ray.cluster.local import EmbeddedCluster
+            from airflow_ray.exceptions import EmbeddedClusterError
+
+            cluster = EmbeddedCluster.from_config()
+            head = cluster.ensure_running() if start else cluster.status()
+            if head is None:
+                raise EmbeddedClusterError(
+                    f"The embedded Ray cluster of {self.describe()} does not run "
+                    f"(state {cluster.state_dir}): start it with `airflow-ray local start`."
+                )
+            cluster.wait_for_dashboard(head)
+            return JobsEndpoint(head.dashboard_url, self.describe(head.dashboard_url), cluster.token())
+        url = settings.dashboard_url or settings.address.dashboard_url
+        return JobsEndpoint(url, self.describe(url), settings.token)
+
+    def dashboard_url(self) -> str | None:
+        """The cluster's dashboard, for links in the UI (read without connecting)."""
+        settings = self.settings
+        if settings.address.is_embedded:
+            from airflow_ray.cluster.local import EmbeddedCluster
+
+            head = EmbeddedCluster.from_config().status()
+            return None if head is None else head.dashboard_url
+        if settings.dashboard_url or settings.address.kind is AddressKind.DASHBOARD:
+            return settings.dashboard_url or settings.address.dashboard_url
+        return None
 
 
 def _left(deadline: float) -> float:

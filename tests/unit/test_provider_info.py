@@ -26,7 +26,7 @@ def test_connection_form_and_decorator():
     assert conn["connection-type"] == "ray"
     assert conn["hook-class-name"] == "airflow_ray.hooks.ray.RayHook"
     assert conn["ui-field-behaviour"]["relabeling"]["password"] == "Ray auth token"
-    assert set(conn["conn-fields"]) == {"runtime_env", "init_kwargs"}
+    assert set(conn["conn-fields"]) == {"runtime_env", "init_kwargs", "transport", "dashboard_url"}
     assert info["task-decorators"] == [{"class-name": "airflow_ray.decorators.ray.ray_task", "name": "ray"}]
     assert set(info["config"]["ray"]["options"]) == {
         "embedded_dir",
@@ -39,4 +39,5 @@ def test_connection_form_and_decorator():
         "checkpoint_bucket",
         "checkpoint_prefix",
         "checkpoint_retention_days",
+        "jobs_inline_max_bytes",
     }

@@ -38,7 +38,7 @@ def test_empty_or_local_means_embedded(address):
 @pytest.mark.parametrize(
     ("address", "port", "message"),
     [
-        ("http://head:8265", None, "unknown scheme"),
+        ("tcp://head:8265", None, "unknown scheme"),
         ("head:port", None, "invalid port 'port'"),
         ("head:70000", None, "invalid port '70000'"),
         ("head", 0, "invalid port '0'"),

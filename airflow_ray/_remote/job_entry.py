@@ -1,0 +1,288 @@
+"""The entrypoint of a Ray job submitted by the Jobs API transport: a driver inside the cluster.
+
+The Airflow worker never connects to Ray in that mode: it uploads this package (as a
+``py_modules`` entry of the job's runtime_env) and a pickled request (its ``working_dir``), and
+runs ``python -m airflow_ray._remote.job_entry``. The request is plain data: ``command`` (a key
+of :data:`COMMANDS`), ``owner`` (``name``, ``namespace``, ``keep_runs``, ``pin_ttl``) and
+``arguments``. This driver finds or creates the owner actor, does what the request asks through
+it exactly as the driver transport does from the Airflow worker, and prints the answer to the
+job's log:
+
+- what the callable prints, as it is produced, after a ``begin`` record;
+- one record per answer: ``<MARK> {"event": ..., ...}`` on a line of its own (JSON; bytes travel
+  base64-encoded).
+
+Everything before ``begin`` (Ray's own start-up lines) is not the callable's output.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import pickle
+import signal
+import sys
+import time
+from typing import Any
+
+from airflow_ray._remote.protocol import CallState, PollReply
+
+MARK = "@@airflow-ray@@"
+OWNER_PREFIX = "airflow_ray_owner"
+PAYLOAD_NAME = "payload.pkl"
+_POLL_INTERVAL = 0.5
+
+
+def record(event: str, **values: Any) -> str:
+    """One answer line of the job's log."""
+    return f"{MARK} {json.dumps({'event': event, **values})}"
+
+
+def parse_record(line: str) -> dict[str, Any] | None:
+    """The answer on ``line``, or ``None`` when it is output."""
+    if not line.startswith(MARK + " "):
+        return None
+    document: dict[str, Any] = json.loads(line[len(MARK) + 1 :])
+    return document
+
+
+def encode_bytes(data: bytes | None) -> str | None:
+    return None if data is None else base64.b64encode(data).decode()
+
+
+def decode_bytes(text: str | None) -> bytes | None:
+    return None if text is None else base64.b64decode(text)
+
+
+class _Writer:
+    """Writes output and records to stdout, a record always on a line of its own."""
+
+    def __init__(self) -> None:
+        self._at_line_start = True
+
+    def output(self, text: str) -> None:
+        if text:
+            sys.stdout.write(text)
+            sys.stdout.flush()
+            self._at_line_start = text.endswith("\n")
+
+    def record(self, event: str, **values: Any) -> None:
+        prefix = "" if self._at_line_start else "\n"
+        sys.stdout.write(prefix + record(event, **values) + "\n")
+        sys.stdout.flush()
+        self._at_line_start = True
+
+
+Request = dict[str, Any]
+
+
+def _owner(spec: dict[str, Any]) -> Any:
+    import ray
+
+    from airflow_ray._remote.owner_actor import OwnerActor
+
+    actor_class: Any = ray.remote(OwnerActor)
+    owner = actor_class.options(
+        name=spec["name"],
+        namespace=spec["namespace"],
+        lifetime="detached",
+        get_if_exists=True,
+        num_cpus=0,
+        max_restarts=0,
+        max_concurrency=1000,
+    ).remote(spec["keep_runs"], spec["pin_ttl"])
+    ray.get(owner.configure.remote(spec["keep_runs"], spec["pin_ttl"]))
+    return owner
+
+
+def _find(name: str, namespace: str) -> Any | None:
+    import ray
+
+    try:
+        return ray.get_actor(name, namespace=namespace)
+    except ValueError:
+        return None
+
+
+def run(request: Request, out: _Writer) -> None:
+    """Submit the callable through the owner and follow it to its end."""
+    import ray
+
+    from airflow_ray._remote.placement import unmet
+
+    args = request["arguments"]
+    shortfall = unmet(args["demand"], ray.nodes())
+    if shortfall is not None:
+        out.record("infeasible", demand=args["demand"], largest=shortfall)
+        return
+    owner = _owner(request["owner"])
+    inputs = [_input(key, name, request["owner"]) for key, name in args["inputs"]]
+    call_id = ray.get(
+        owner.submit.remote(
+            args["fn"], args["args"], args["kwargs"], inputs, args["options"], args["producer"], args["split"]
+        )
+    )
+
+    def stop(signum: int, frame: Any) -> None:
+        # Stopping the job (the Airflow task was killed or marked failed) stops the Ray task too.
+        ray.get(owner.cancel.remote(call_id), timeout=10)
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, stop)
+    out.record("begin", call_id=call_id)
+    offset = 0
+    while True:
+        reply = PollReply.from_wire(ray.get(owner.poll.remote(call_id, offset, _POLL_INTERVAL)))
+        for text in reply.output:
+            out.output(text)
+        offset = reply.offset
+        if reply.state.is_terminal():
+            break
+    wire = reply.to_wire()
+    if wire["error"] is not None:
+        wire["error"]["pickled"] = encode_bytes(wire["error"]["pickled"])
+    if reply.state is CallState.DONE and args["producer"] is None:
+        # Not kept in the cluster (no Ray XCom backend): the value itself travels, if it is small.
+        result = ray.get(owner.take.remote(call_id))[0]
+        value = (
+            {key: ray.get(ref) for key, ref in result.items()}
+            if isinstance(result, dict)
+            else ray.get(result)
+        )
+        data = _dumps(value)
+        if len(data) > args["max_bytes"]:
+            out.record("too_big", size=len(data))
+            return
+        wire["value"] = encode_bytes(data)
+    else:
+        owner.take.remote(call_id)
+    out.record("end", reply=wire)
+
+
+def _input(key: str, owner_name: str, current: dict[str, Any]) -> Any:
+    """A pin key of the current owner, or ``[ObjectRef]`` still held by an older owner."""
+    import ray
+
+    if owner_name != current["name"]:
+        older = _find(owner_name, current["namespace"])
+        held = None if older is None else ray.get(older.get.remote(key))
+        if held is not None:
+            return held
+    return key
+
+
+def _dumps(value: Any) -> bytes:
+    import ray.cloudpickle as cloudpickle
+
+    return bytes(cloudpickle.dumps(value))
+
+
+def held(request: Request, out: _Writer) -> None:
+    """Which pin keys are held, by the owner that made them or by this code's owner."""
+    import ray
+
+    found: list[str] = []
+    for key, owner_name in request["arguments"]["pins"]:
+        for name in dict.fromkeys((owner_name, request["owner"]["name"])):
+            owner = _find(name, request["owner"]["namespace"])
+            if owner is not None and ray.get(owner.get.remote(key)) is not None:
+                found.append(key)
+                break
+    out.record("answer", value=found)
+
+
+def fetch(request: Request, out: _Writer) -> None:
+    """The value pinned under a key, when it is small enough to travel through the log."""
+    import ray
+
+    key, owner_name, limit = (request["arguments"][name] for name in ("pin", "owner", "max_bytes"))
+    for name in dict.fromkeys((owner_name, request["owner"]["name"])):
+        owner = _find(name, request["owner"]["namespace"])
+        held = None if owner is None else ray.get(owner.get.remote(key))
+        if held is not None:
+            data = _dumps(ray.get(held[0]))
+            if len(data) > limit:
+                out.record("too_big", size=len(data))
+            else:
+                out.record("value", data=encode_bytes(data))
+            return
+    out.record("missing")
+
+
+def release(request: Request, out: _Writer) -> None:
+    import ray
+
+    released = 0
+    by_owner: dict[str, list[str]] = {}
+    for key, owner_name in request["arguments"]["pins"]:
+        by_owner.setdefault(owner_name, []).append(key)
+    for name, keys in by_owner.items():
+        owner = _find(name, request["owner"]["namespace"])
+        if owner is not None:
+            released += ray.get(owner.release.remote(keys))
+    out.record("answer", value=released)
+
+
+def _owners(namespace: str) -> list[Any]:
+    """Every owner actor in ``namespace``: this code's and those of earlier versions still alive."""
+    import ray
+
+    names = [
+        a["name"]
+        for a in ray.util.list_named_actors(all_namespaces=True)
+        if a["namespace"] == namespace and a["name"].startswith(OWNER_PREFIX)
+    ]
+    return [owner for owner in (_find(name, namespace) for name in names) if owner is not None]
+
+
+def list_pins(request: Request, out: _Writer) -> None:
+    import ray
+
+    args = request["arguments"]
+    owners = _owners(request["owner"]["namespace"])
+    listed = ray.get([owner.list_pins.remote(args["dag_id"], args["run_id"]) for owner in owners])
+    out.record("answer", value=[pin for pins in listed for pin in pins])
+
+
+def release_matching(request: Request, out: _Writer) -> None:
+    import ray
+
+    args = request["arguments"]
+    owners = _owners(request["owner"]["namespace"])
+    released = ray.get([owner.release_matching.remote(args["dag_id"], args["run_id"]) for owner in owners])
+    out.record("answer", value=sum(released))
+
+
+COMMANDS = {
+    "run": run,
+    "held": held,
+    "fetch": fetch,
+    "release": release,
+    "list_pins": list_pins,
+    "release_matching": release_matching,
+}
+
+
+def main(path: str = PAYLOAD_NAME) -> int:
+    import logging
+
+    import ray
+
+    with open(path, "rb") as payload:
+        request: Request = pickle.load(payload)
+    started = time.monotonic()
+    # Ray's own lines go to stderr at WARNING and above only: the log is the callable's.
+    ray.init(
+        address="auto",
+        namespace=request["owner"]["namespace"],
+        log_to_driver=False,
+        logging_level=logging.WARNING,
+    )
+    out = _Writer()
+    out.record("connected", seconds=round(time.monotonic() - started, 3))
+    COMMANDS[request["command"]](request, out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(*sys.argv[1:]))

@@ -1,0 +1,380 @@
+"""The Jobs API transport: each task is a Ray job; the Airflow worker speaks only HTTP.
+
+The cluster needs nothing but ``ray[default]``: every job carries :mod:`airflow_ray._remote` as
+a ``py_modules`` package and its request (the pickled callable and arguments) as its
+``working_dir``, and runs :mod:`airflow_ray._remote.job_entry`. That entrypoint is a driver
+inside the cluster: it submits through the owner actor exactly as the driver transport does, so
+results are owned and pinned the same way, and inputs are resolved inside the cluster by pin key.
+
+The worker follows the job's log: what the callable prints, then the answer records.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import logging
+import time
+import uuid
+import zipfile
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from functools import cache, cached_property
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from airflow_ray._remote.job_entry import PAYLOAD_NAME, parse_record
+from airflow_ray._remote.protocol import CallError, CallState, ErrorKind, PollReply, Returned
+from airflow_ray.cluster.jobs_api import TERMINAL_STATES, JobsClient, JobsEndpoint
+from airflow_ray.cluster.transport import Call, Input, TaskSpec, raise_call_error
+from airflow_ray.exceptions import RayConfigurationError, RayObjectLostError, RayTaskFailedError
+
+if TYPE_CHECKING:
+    from airflow_ray.hooks.ray import RayHook
+
+log = logging.getLogger(__name__)
+
+ENTRYPOINT = "python -m airflow_ray._remote.job_entry"
+POLL_INTERVAL = 0.5
+# A job that cannot even start its entrypoint (a runtime_env that fails to build) ends on its own.
+_ANSWER_TIMEOUT = 600.0
+
+
+class ValueTooLargeError(RayObjectLostError):
+    """A plain consumer asked for a value too large to travel through the Jobs API."""
+
+
+@dataclass
+class LogReader:
+    """Reads a job's log as it grows: the callable's output and the entrypoint's answer records.
+
+    Lines before the ``begin`` record are Ray's own start-up output, kept only to explain a job
+    that failed before it began.
+    """
+
+    offset: int = 0
+    began: bool = False
+    partial: str = ""
+    preamble: list[str] = field(default_factory=list)
+    records: list[dict[str, Any]] = field(default_factory=list)
+
+    def feed(self, logs: str, final: bool = False) -> Iterator[str]:
+        """Output lines (with their newline) in the part of ``logs`` not seen yet."""
+        text, self.offset = self.partial + logs[self.offset :], len(logs)
+        *lines, self.partial = text.split("\n")
+        if final and self.partial:
+            lines, self.partial = [*lines, self.partial], ""
+        for line in lines:
+            record = parse_record(line)
+            if record is not None:
+                self.began = self.began or record["event"] == "begin"
+                self.records.append(record)
+            elif self.began:
+                yield line + "\n"
+            else:
+                self.preamble.append(line)
+
+    def answer(self, *events: str) -> dict[str, Any] | None:
+        return next((r for r in self.records if r["event"] in events), None)
+
+
+def outcome(record: dict[str, Any], name: str, where: str, log: Any) -> Returned:
+    """What an ``end`` (or ``infeasible``) record means: the result's description, or the error."""
+    from airflow_ray._remote.job_entry import decode_bytes
+    from airflow_ray.cluster.resources import infeasible
+
+    if record["event"] == "infeasible":
+        raise infeasible(record["demand"], record["largest"], where)
+    if record["event"] == "too_big":
+        raise ValueTooLargeError(
+            f"The result of Ray task {name} is {record['size']} bytes pickled, more than the "
+            f"[ray] jobs_inline_max_bytes that travel back through the Jobs API of {where}. Keep "
+            f"results in the cluster with the Ray XCom backend (RayXComBackend), or raise "
+            f"[ray] jobs_inline_max_bytes."
+        )
+    wire = dict(record["reply"])
+    if wire.get("error") is not None:
+        wire["error"] = {**wire["error"], "pickled": decode_bytes(wire["error"]["pickled"])}
+    reply = PollReply.from_wire(wire)
+    if reply.state is CallState.DONE and reply.returned is not None:
+        return reply.returned
+    raise_call_error(name, reply.error or CallError(ErrorKind.TASK, "the owner actor lost track of it"), log)
+    raise AssertionError("unreachable")
+
+
+def ended_early(info: dict[str, Any] | None, reader: LogReader, name: str) -> RayTaskFailedError:
+    """The error of a job that ended without an answer (its entrypoint could not run)."""
+    status = "gone" if info is None else f"{info.get('status')}: {info.get('message') or ''}".strip()
+    tail = "\n".join(reader.preamble[-20:])
+    return RayTaskFailedError(
+        f"The Ray job of task {name} ended without running it ({status}). The end of its log:\n{tail}"
+    )
+
+
+@cache
+def _remote_package() -> tuple[str, bytes]:
+    """:mod:`airflow_ray._remote` as a ``py_modules`` zip (``airflow_ray/_remote/*.py``), and
+    its content-addressed ``gcs://`` URI (so each version is uploaded once)."""
+    from airflow_ray import _remote
+
+    folder = Path(_remote.__file__).parent
+    files = {"airflow_ray/__init__.py": b'"""airflow-ray: the part that runs in the Ray cluster."""\n'}
+    for source in sorted(folder.glob("*.py")):
+        files[f"airflow_ray/_remote/{source.name}"] = source.read_bytes()
+    return _zip(files)
+
+
+def _zip(files: dict[str, bytes]) -> tuple[str, bytes]:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        for name, data in files.items():
+            info = zipfile.ZipInfo(name, date_time=(2020, 1, 1, 0, 0, 0))
+            archive.writestr(info, data)
+    data = buffer.getvalue()
+    return f"gcs://_ray_pkg_{hashlib.sha1(data).hexdigest()}.zip", data
+
+
+def submission_id_for(*parts: Any) -> str:
+    """A job id that is the same for the same task-instance try (so a retry can find its job)."""
+    readable = "-".join(str(part) for part in parts[:2])
+    safe = "".join(c if c.isalnum() or c in "-_" else "_" for c in readable)[:60]
+    return f"airflow-ray-{safe}-{hashlib.sha1(repr(parts).encode()).hexdigest()[:16]}"
+
+
+class JobsTransport:
+    """Runs tasks as Ray jobs on the cluster whose dashboard the connection names.
+
+    :param hook: the hook of the ``ray`` connection; nothing is read until first use.
+    """
+
+    def __init__(self, hook: RayHook, namespace: str | None = None) -> None:
+        self.hook = hook
+        self.conn_id = hook.ray_conn_id
+        self._namespace = namespace
+        self._answers: dict[str, dict[str, Any]] = {}
+
+    @property
+    def namespace(self) -> str:
+        return self._namespace or self.hook.settings.namespace
+
+    @property
+    def owner_name(self) -> str:
+        from airflow_ray.cluster.owner import owner_name
+
+        return owner_name()
+
+    @cached_property
+    def endpoint(self) -> JobsEndpoint:
+        return self.hook.jobs_endpoint()
+
+    @cached_property
+    def client(self) -> JobsClient:
+        client = JobsClient(self.endpoint)
+        client.version()  # fails in seconds with the cause: nothing there, no dashboard, bad token
+        return client
+
+    def job_url(self, call: Call) -> str:
+        return self.endpoint.job_url(call.call_id)
+
+    # -- submitting jobs --------------------------------------------------------------------
+
+    def _owner_spec(self) -> dict[str, Any]:
+        from airflow_ray import config
+
+        return {
+            "name": self.owner_name,
+            "namespace": self.namespace,
+            "keep_runs": config.keep_runs(),
+            "pin_ttl": config.pin_ttl(),
+        }
+
+    def _upload(self, uri: str, data: bytes) -> None:
+        if not self.client.package_exists(uri):
+            self.client.upload_package(uri, data)
+
+    def _start(self, command: str, arguments: dict[str, Any], submission_id: str, name: str) -> str:
+        """Submit a job running ``command``; reuse the job if ``submission_id`` exists already."""
+        import ray.cloudpickle as cloudpickle
+
+        from airflow_ray.cluster.byvalue import register_by_value
+
+        existing = self.client.info(submission_id)
+        if existing is not None:
+            log.info(
+                "Ray job %s of %s exists already (%s): following it",
+                submission_id,
+                name,
+                existing.get("status"),
+            )
+            return submission_id
+        register_by_value()
+        request = {"command": command, "owner": self._owner_spec(), "arguments": arguments}
+        try:
+            payload = cloudpickle.dumps(request)
+        except (TypeError, ValueError, AttributeError) as err:
+            raise RayConfigurationError(
+                f"Task {name} cannot be sent to Ray: {err}. Pass values that pickle (no open files, "
+                f"locks, clients or database sessions), or create them inside the callable."
+            ) from err
+        remote_uri, remote_zip = _remote_package()
+        payload_uri, payload_zip = _zip({PAYLOAD_NAME: payload})
+        self._upload(remote_uri, remote_zip)
+        self._upload(payload_uri, payload_zip)
+        return self.client.submit(
+            {
+                "entrypoint": f"{ENTRYPOINT} {PAYLOAD_NAME}",
+                "submission_id": submission_id,
+                "runtime_env": {"py_modules": [remote_uri], "working_dir": payload_uri},
+                "metadata": {"airflow_ray": name[:200]},
+                # The entrypoint only waits: the callable's own task reserves the resources.
+                "entrypoint_num_cpus": 0,
+            }
+        )
+
+    def submit(self, spec: TaskSpec) -> Call:
+        from airflow_ray import config
+
+        options = {**spec.resources.as_options(), **spec.remote_args, "name": spec.name}
+        runtime_env = {**self.hook.settings.runtime_env, **spec.runtime_env}
+        if runtime_env:
+            options["runtime_env"] = runtime_env
+        arguments = {
+            "fn": spec.fn,
+            "args": tuple(spec.args),
+            "kwargs": dict(spec.kwargs),
+            "inputs": [[item.pin, item.owner] for item in spec.inputs],
+            "options": options,
+            "producer": None if spec.pin is None else spec.pin.to_wire(),
+            "split": spec.split,
+            "demand": spec.resources.demand(),
+            "max_bytes": config.jobs_inline_max_bytes(),
+        }
+        submission_id = spec.submission_id or f"airflow-ray-{uuid.uuid4().hex}"
+        return Call(spec.name, self._start("run", arguments, submission_id, spec.name))
+
+    def exists(self, submission_id: str) -> dict[str, Any] | None:
+        return self.client.info(submission_id)
+
+    # -- following --------------------------------------------------------------------------
+
+    def follow(self, call: Call, on_output: Callable[[str], None], log: Any) -> Returned:
+        reader = LogReader()
+        while True:
+            info = self.client.info(call.call_id)
+            final = info is None or info.get("status") in TERMINAL_STATES
+            for line in reader.feed(self.client.logs(call.call_id), final=final):
+                on_output(line)
+            record = reader.answer("end", "infeasible", "too_big")
+            if record is not None:
+                return self.answered(call, record, log)
+            if final:
+                raise ended_early(info, reader, call.name)
+            time.sleep(POLL_INTERVAL)
+
+    def answered(self, call: Call, record: dict[str, Any], log: Any) -> Returned:
+        """What the answer ``record`` of ``call`` (read by the triggerer) means; kept for :meth:`take`."""
+        self._answers[call.call_id] = record
+        return outcome(record, call.name, self.hook.describe(), log)
+
+    def state(self, call: Call) -> CallState:
+        info = self.client.info(call.call_id)
+        if info is None:
+            return CallState.UNKNOWN
+        final = info.get("status") in TERMINAL_STATES
+        reader = LogReader()
+        list(reader.feed(self.client.logs(call.call_id), final=final))
+        record = reader.answer("end", "infeasible", "too_big")
+        if record is not None:
+            done = record["event"] == "end" and record["reply"]["state"] == CallState.DONE.value
+            return CallState.DONE if done else CallState.FAILED
+        return CallState.FAILED if final else CallState.RUNNING
+
+    def link(self, call: Call) -> str | None:
+        return self.endpoint.job_url(call.call_id)
+
+    def take(self, call: Call) -> Any:
+        from airflow_ray._remote.job_entry import decode_bytes
+
+        record = self._answers.pop(call.call_id)
+        data = decode_bytes(record["reply"].get("value"))
+        if data is None:
+            raise RayTaskFailedError(f"The Ray job of task {call.name} sent no value back.")
+        import pickle
+
+        return pickle.loads(data)
+
+    def forget(self, call: Call) -> None:
+        self._answers.pop(call.call_id, None)
+
+    def cancel(self, call: Call) -> None:
+        from airflow_ray.exceptions import RayConnectionError
+
+        try:
+            self.client.stop(call.call_id)
+        except RayConnectionError as err:
+            log.warning("Could not stop Ray job %s of task %s: %s", call.call_id, call.name, err)
+
+    # -- results kept in the cluster --------------------------------------------------------
+
+    def _ask(self, command: str, arguments: dict[str, Any]) -> dict[str, Any]:
+        """Run a short job and return its answer record (the job is deleted afterwards)."""
+        submission_id = f"airflow-ray-{command.replace('_', '-')}-{uuid.uuid4().hex[:12]}"
+        self._start(command, arguments, submission_id, command)
+        reader = LogReader()
+        deadline = time.monotonic() + _ANSWER_TIMEOUT
+        try:
+            while time.monotonic() < deadline:
+                info = self.client.info(submission_id)
+                final = info is None or info.get("status") in TERMINAL_STATES
+                list(reader.feed(self.client.logs(submission_id), final=final))
+                record = reader.answer("answer", "value", "too_big", "missing")
+                if record is not None:
+                    return record
+                if final:
+                    raise ended_early(info, reader, command)
+                time.sleep(POLL_INTERVAL / 2)
+            raise RayTaskFailedError(
+                f"The Ray job {submission_id} ({command}) did not answer within {_ANSWER_TIMEOUT:.0f} s."
+            )
+        finally:
+            self.client.delete(submission_id)
+
+    def missing(self, inputs: list[Input]) -> list[Input]:
+        if not inputs:
+            return []
+        held = set(self._ask("held", {"pins": [[item.pin, item.owner] for item in inputs]})["value"])
+        return [item for item in inputs if item.pin not in held]
+
+    def fetch(self, item: Input) -> Any:
+        import pickle
+
+        from airflow_ray import config
+        from airflow_ray._remote.job_entry import decode_bytes
+
+        limit = config.jobs_inline_max_bytes()
+        record = self._ask("fetch", {"pin": item.pin, "owner": item.owner, "max_bytes": limit})
+        if record["event"] == "missing":
+            raise LookupError(item.pin)
+        if record["event"] == "too_big":
+            raise ValueTooLargeError(
+                f"The value pinned as {item.pin!r} is {record['size']} bytes pickled, more than the "
+                f"{limit} bytes ([ray] jobs_inline_max_bytes) that travel to a task that is not a Ray "
+                f"task through the Jobs API of {self.hook.describe()}. Consume it in a Ray task "
+                f"(@task.ray), give its producer checkpoint=True so that it is read from S3, or raise "
+                f"[ray] jobs_inline_max_bytes."
+            )
+        data = decode_bytes(record["data"])
+        assert data is not None
+        return pickle.loads(data)
+
+    def release(self, inputs: list[Input]) -> int:
+        if not inputs:
+            return 0
+        return int(self._ask("release", {"pins": [[item.pin, item.owner] for item in inputs]})["value"])
+
+    def list_pins(self, dag_id: str | None = None, run_id: str | None = None) -> list[dict[str, Any]]:
+        value: list[dict[str, Any]] = self._ask("list_pins", {"dag_id": dag_id, "run_id": run_id})["value"]
+        return value
+
+    def release_matching(self, dag_id: str | None = None, run_id: str | None = None) -> int:
+        return int(self._ask("release_matching", {"dag_id": dag_id, "run_id": run_id})["value"])

@@ -1,0 +1,1 @@
+"""Operator extra links of airflow-ray."""

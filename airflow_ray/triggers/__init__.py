@@ -1,0 +1,1 @@
+"""Triggers of airflow-ray: Ray jobs followed from the triggerer."""

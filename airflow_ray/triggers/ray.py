@@ -1,0 +1,101 @@
+"""``RayJobTrigger``: follows a Ray job from the triggerer, so that the worker slot is free.
+
+It polls the job's status and log through the Jobs API with non-blocking HTTP calls only, writes
+what the callable prints to the task's log, and fires once the job has answered or ended.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+from airflow.triggers.base import BaseTrigger, TriggerEvent
+
+
+class RayJobTrigger(BaseTrigger):
+    """Wait for a Ray job submitted by :class:`~airflow_ray.operators.ray.RayPythonOperator`.
+
+    :param ray_conn_id: the ``ray`` connection (its dashboard runs the job).
+    :param submission_id: the job.
+    :param task_name: how the log names the Ray task.
+    :param poll_interval: seconds between two looks at the job.
+    :param resume: what the operator needs back to finish (sent with the event).
+    """
+
+    def __init__(
+        self,
+        *,
+        ray_conn_id: str,
+        submission_id: str,
+        task_name: str,
+        poll_interval: float = 1.0,
+        resume: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__()
+        self.ray_conn_id = ray_conn_id
+        self.submission_id = submission_id
+        self.task_name = task_name
+        self.poll_interval = float(poll_interval)
+        self.resume = dict(resume or {})
+
+    def serialize(self) -> tuple[str, dict[str, Any]]:
+        return (
+            f"{type(self).__module__}.{type(self).__qualname__}",
+            {
+                "ray_conn_id": self.ray_conn_id,
+                "submission_id": self.submission_id,
+                "task_name": self.task_name,
+                "poll_interval": self.poll_interval,
+                "resume": self.resume,
+            },
+        )
+
+    async def _client(self) -> Any:
+        from asgiref.sync import sync_to_async
+
+        from airflow_ray.cluster.jobs_api import AsyncJobsClient
+        from airflow_ray.hooks.ray import RayHook
+
+        # Reading the connection is a blocking call: off the event loop. It never starts a cluster.
+        endpoint = await sync_to_async(RayHook(self.ray_conn_id).jobs_endpoint)(start=False)
+        return AsyncJobsClient(endpoint)
+
+    async def run(self) -> AsyncIterator[TriggerEvent]:
+        from airflow_ray.cluster.jobs import LogReader
+        from airflow_ray.cluster.jobs_api import TERMINAL_STATES
+        from airflow_ray.exceptions import AirflowRayError
+
+        reader = LogReader()
+        try:
+            client = await self._client()
+        except AirflowRayError as err:
+            yield TriggerEvent({"status": "error", "message": str(err), "resume": self.resume})
+            return
+        try:
+            while True:
+                info = await client.info(self.submission_id)
+                final = info is None or info.get("status") in TERMINAL_STATES
+                for line in reader.feed(await client.logs(self.submission_id), final=final):
+                    self.log.info("%s", line.rstrip("\n"))
+                record = reader.answer("end", "infeasible", "too_big")
+                if record is not None:
+                    yield TriggerEvent({"status": "answered", "record": record, "resume": self.resume})
+                    return
+                if final:
+                    yield TriggerEvent({"status": "ended", "info": info, "preamble": reader.preamble[-20:]})
+                    return
+                await asyncio.sleep(self.poll_interval)
+        except AirflowRayError as err:
+            yield TriggerEvent({"status": "error", "message": str(err), "resume": self.resume})
+        finally:
+            await client.close()
+
+    async def on_kill(self) -> None:
+        """The task was marked failed or cleared while deferred: stop the Ray job (and its task)."""
+        client = await self._client()
+        try:
+            stopped = await client.stop(self.submission_id)
+            self.log.info("Stopped Ray job %s of %s: %s", self.submission_id, self.task_name, stopped)
+        finally:
+            await client.close()

@@ -1,0 +1,168 @@
+"""A Ray cluster started from a virtual environment that has only ``ray[default]`` installed.
+
+It stands for a production cluster that knows nothing of Airflow or airflow-ray: the Jobs API
+transport must run there with what each job carries. The environment is built once (pinned to
+the same Ray as ours, from ``requirements/lock.txt``) and kept in ``.ray-only-venv``.
+
+    cluster = RayOnlyCluster.start(workdir)
+    ... connection: {"conn_type": "ray", "host": cluster.dashboard_url, "password": cluster.token}
+    cluster.stop()
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+VENV = REPO / ".ray-only-venv"
+START_TIMEOUT = 120.0
+
+
+def ray_version() -> str:
+    for line in (REPO / "requirements" / "lock.txt").read_text().splitlines():
+        if line.lower().startswith("ray=="):
+            return line.split("==", 1)[1].strip()
+    raise RuntimeError("requirements/lock.txt pins no ray version")
+
+
+def ensure_venv() -> Path:
+    """The virtual environment with only ``ray[default]`` (and what it depends on)."""
+    python = VENV / "bin" / "python"
+    marker = VENV / ".installed"
+    if marker.exists():
+        return python
+    subprocess.run([sys.executable, "-m", "venv", "--clear", str(VENV)], check=True)
+    subprocess.run(
+        [str(python), "-m", "pip", "install", "--quiet", "-c", str(REPO / "requirements" / "lock.txt"),
+         f"ray[default]=={ray_version()}"],
+        check=True,
+    )
+    marker.write_text(ray_version())
+    return python
+
+
+def _free_ports(count: int) -> list[int]:
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for sock in sockets:
+            sock.bind(("127.0.0.1", 0))
+        return [sock.getsockname()[1] for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
+@dataclass
+class RayOnlyCluster:
+    process: subprocess.Popen[bytes]
+    dashboard_url: str
+    gcs_address: str
+    token: str
+    log: Path
+
+    @classmethod
+    def start(cls, workdir: Path, num_cpus: int = 2, object_store_mb: int = 300) -> RayOnlyCluster:
+        python = ensure_venv()
+        workdir.mkdir(parents=True, exist_ok=True)
+        token = secrets.token_hex(32)
+        token_file = workdir / "token"
+        token_file.write_text(token)
+        token_file.chmod(0o600)
+        gcs, dashboard, client, agent, metrics = _free_ports(5)
+        log = workdir / "head.log"
+        env = {
+            key: value
+            for key, value in os.environ.items()
+            if not key.startswith(("AIRFLOW", "RAY_", "PYTHON", "VIRTUAL_ENV"))
+        }
+        env.update(
+            PATH=f"{python.parent}{os.pathsep}{env.get('PATH', '')}",
+            RAY_AUTH_MODE="token",
+            RAY_AUTH_TOKEN_PATH=str(token_file),
+            RAY_USAGE_STATS_ENABLED="0",
+        )
+        command = [
+            str(python.parent / "ray"), "start", "--head", "--block",
+            "--node-ip-address=127.0.0.1", f"--port={gcs}", f"--dashboard-port={dashboard}",
+            "--include-dashboard=true", "--dashboard-host=127.0.0.1",
+            f"--ray-client-server-port={client}", f"--dashboard-agent-listen-port={agent}",
+            f"--metrics-export-port={metrics}", f"--num-cpus={num_cpus}",
+            f"--object-store-memory={object_store_mb * 1024 * 1024}", "--disable-usage-stats",
+            f"--temp-dir={_short_temp_dir()}",
+        ]  # fmt: skip
+        with open(log, "wb") as out:
+            process = subprocess.Popen(
+                command, env=env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                start_new_session=True, cwd=workdir,
+            )  # fmt: skip
+        cluster = cls(process, f"http://127.0.0.1:{dashboard}", f"127.0.0.1:{gcs}", token, log)
+        try:
+            cluster._wait_ready()
+        except BaseException:
+            cluster.stop()
+            raise
+        return cluster
+
+    def _wait_ready(self) -> None:
+        deadline = time.monotonic() + START_TIMEOUT
+        request = urllib.request.Request(
+            f"{self.dashboard_url}/api/jobs/", headers={"Authorization": f"Bearer {self.token}"}
+        )
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"ray start exited: {self.log.read_text()[-3000:]}")
+            try:
+                with urllib.request.urlopen(request, timeout=2) as answer:
+                    json.load(answer)
+                if b"Ray runtime started" in self.log.read_bytes():
+                    return
+            except (urllib.error.URLError, OSError, ValueError):
+                pass
+            time.sleep(0.5)
+        raise RuntimeError(f"the ray-only cluster did not start: {self.log.read_text()[-3000:]}")
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Stop this cluster's processes (its own session), and only them."""
+        sid = self.process.pid
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            deadline = time.monotonic() + timeout / 2
+            while (members := _session_members(sid)) and time.monotonic() < deadline:
+                for pid in members:
+                    try:
+                        os.kill(pid, sig)
+                    except ProcessLookupError:
+                        pass
+                time.sleep(0.5)
+        self.process.wait(timeout=5)
+
+
+def _short_temp_dir() -> str:
+    # Ray's unix socket paths must stay short.
+    path = Path("/tmp") / f"rayonly-{secrets.token_hex(4)}"
+    path.mkdir()
+    return str(path)
+
+
+def _session_members(sid: int) -> list[int]:
+    members = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if os.getsid(int(entry.name)) == sid:
+                    stat = (entry / "stat").read_text()
+                    if stat.rpartition(")")[2].split()[0] not in ("Z", "X"):
+                        members.append(int(entry.name))
+            except (ProcessLookupError, PermissionError, FileNotFoundError):
+                continue
+    return members

@@ -1,0 +1,262 @@
+"""The Jobs API transport in real Airflow runs, against the embedded cluster's dashboard.
+
+The Airflow worker (this process runs every task of ``dag.test()``) speaks only HTTP to the
+cluster; the job's entrypoint is the driver, inside the cluster.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+
+import numpy as np
+import pendulum
+import psutil
+import pytest
+from airflow.sdk import DAG, task
+
+from airflow_ray import RayPythonOperator
+from airflow_ray.exceptions import RayConnectionError
+from tests.integration.dagrun import run_dag, task_states, xcom, xcom_row
+
+pytestmark = pytest.mark.integration
+
+START = pendulum.datetime(2026, 1, 1, tz="UTC")
+MB = 1024 * 1024
+
+
+@pytest.fixture(scope="module")
+def jobs_conn(ray_cluster) -> str:
+    """A ``ray`` connection to the embedded cluster through its Jobs API."""
+    os.environ["AIRFLOW_CONN_RAY_JOBS"] = json.dumps({"conn_type": "ray", "extra": {"transport": "jobs"}})
+    return "ray_jobs"
+
+
+def make_array(mb: int) -> np.ndarray:
+    return np.arange(mb * MB // 8, dtype=np.float64)
+
+
+def fingerprint(array: np.ndarray) -> list:
+    return [float(array[0]), float(array[-1]), int(array.size), bool(array.flags.writeable)]
+
+
+def handover_dag(dag_id: str, mb: int, conn_id: str) -> DAG:
+    with DAG(dag_id, schedule=None, start_date=START) as dag:
+        produced = RayPythonOperator(
+            task_id="produce", python_callable=make_array, op_args=[mb], ray_conn_id=conn_id
+        )
+
+        @task.ray(ray_conn_id=conn_id)
+        def in_ray(array: np.ndarray) -> list:
+            print(f"got {array.nbytes // MB} MB in the cluster")
+            return fingerprint(array)
+
+        @task
+        def in_airflow(summary: list) -> list:
+            return summary
+
+        in_airflow(in_ray(produced.output))
+    return dag
+
+
+def test_results_are_handed_over_inside_the_cluster_and_the_worker_stays_flat(jobs_conn, capfd):
+    # The same DAG with 1 MB first: what the first run of a process loads is not the data's.
+    assert set(task_states(run_dag(handover_dag("x_jobs_warm", 1, jobs_conn))).values()) == {"success"}
+    dag = handover_dag("x_jobs_handover", 200, jobs_conn)
+    me = psutil.Process()
+    baseline = me.memory_info().rss
+    peak = [baseline]
+    done = threading.Event()
+
+    def sample() -> None:
+        while not done.is_set():
+            peak[0] = max(peak[0], me.memory_info().rss)
+            time.sleep(0.02)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    try:
+        dag_run = run_dag(dag)
+    finally:
+        done.set()
+        sampler.join()
+    assert set(task_states(dag_run).values()) == {"success"}, task_states(dag_run)
+    row = xcom_row(dag_run, "produce")
+    assert len(json.dumps(row)) < 1024
+    assert row["size_bytes"] == 200 * MB and row["conn_id"] == "ray_jobs"
+    expected = [0.0, float(200 * MB // 8 - 1), 200 * MB // 8, False]  # read-only: zero-copy
+    assert xcom(dag_run, "in_airflow") == expected
+    grown = (peak[0] - baseline) / MB
+    assert grown < 100, f"the worker grew by {grown:.0f} MB while 200 MB passed"
+    out = capfd.readouterr().out
+    assert "got 200 MB in the cluster" in out
+    assert "1 input(s) handed over inside the cluster" in out
+
+
+def test_a_plain_consumer_gets_a_small_value_and_a_clear_error_for_a_large_one(jobs_conn, capfd):
+    with DAG("x_jobs_plain", schedule=None, start_date=START) as dag:
+        small = RayPythonOperator(
+            task_id="small", python_callable=lambda: {"accuracy": 0.79}, ray_conn_id=jobs_conn
+        )
+        large = RayPythonOperator(
+            task_id="large", python_callable=make_array, op_args=[4], ray_conn_id=jobs_conn
+        )
+
+        @task
+        def read_small(metrics: dict) -> float:
+            return metrics["accuracy"]
+
+        @task
+        def read_large(array: np.ndarray) -> int:
+            return int(array.size)
+
+        read_small(small.output)
+        read_large(large.output)
+
+    dag_run = run_dag(dag)
+    states = task_states(dag_run)
+    assert states["read_small"] == "success" and xcom(dag_run, "read_small") == 0.79
+    assert states["read_large"] == "failed"
+    out = capfd.readouterr().out
+    assert "more than the 1048576 bytes ([ray] jobs_inline_max_bytes)" in out
+    assert "Consume it in a Ray task" in out and "checkpoint=True" in out
+
+
+class DataError(Exception):
+    pass
+
+
+def test_a_failing_callable_fails_the_task_with_its_remote_traceback(jobs_conn, capfd):
+    def validate(rows: int) -> None:
+        print("validating", rows)
+        raise DataError(f"bad rows {rows}")
+
+    with DAG("x_jobs_fail", schedule=None, start_date=START) as dag:
+        RayPythonOperator(task_id="validate", python_callable=validate, op_args=[13], ray_conn_id=jobs_conn)
+    dag_run = run_dag(dag)
+    assert task_states(dag_run) == {"validate": "failed"}
+    out = capfd.readouterr().out
+    assert "validating 13" in out
+    assert "in validate" in out and "DataError: bad rows 13" in out
+    # Ray's own start-up lines are not the task's output.
+    assert "Connecting to existing Ray cluster" not in out
+
+
+def test_deferrable_tasks_run_in_the_triggerer_and_return_references(jobs_conn, capfd):
+    def slow(n: int) -> np.ndarray:
+        for i in range(3):
+            print(f"step {i} of task {n}", flush=True)
+            time.sleep(0.5)
+        return make_array(1) * n
+
+    with DAG("x_jobs_defer", schedule=None, start_date=START) as dag:
+        first = RayPythonOperator(
+            task_id="first", python_callable=slow, op_args=[1], ray_conn_id=jobs_conn, deferrable=True
+        )
+
+        @task.ray(ray_conn_id=jobs_conn, deferrable=True, poll_interval=0.5)
+        def total(array: np.ndarray) -> float:
+            return float(array.sum())
+
+        total(first.output)
+    dag_run = run_dag(dag)
+    assert task_states(dag_run) == {"first": "success", "total": "success"}
+    assert xcom_row(dag_run, "first")["size_bytes"] == MB
+    assert xcom(dag_run, "total") == float(np.arange(MB // 8).sum())
+    out = capfd.readouterr().out
+    assert "step 2 of task 1" in out
+
+
+def test_a_bad_token_and_an_unreachable_dashboard_fail_in_seconds_naming_the_connection(jobs_conn):
+    from airflow_ray.cluster.local import EmbeddedCluster
+    from airflow_ray.hooks.ray import RayHook
+
+    head = EmbeddedCluster.from_config().status()
+    assert head is not None
+    os.environ["AIRFLOW_CONN_RAY_BADTOKEN"] = json.dumps(
+        {"conn_type": "ray", "host": head.dashboard_url, "password": "not-the-token"}
+    )
+    os.environ["AIRFLOW_CONN_RAY_NOBODY"] = json.dumps({"conn_type": "ray", "host": "http://127.0.0.1:1"})
+    for conn_id, message in [
+        ("ray_badtoken", "refused our token"),
+        ("ray_nobody", "Cannot reach the Ray Jobs API"),
+    ]:
+        started = time.monotonic()
+        with pytest.raises(RayConnectionError, match=message) as failed:
+            RayHook(conn_id).get_transport().client
+        assert time.monotonic() - started < 10
+        assert repr(conn_id) in str(failed.value)
+        assert "not-the-token" not in str(failed.value)
+
+
+# -- a cluster that has nothing but ray[default] --------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def ray_only_conn(airflow_db, tmp_path_factory: pytest.TempPathFactory):
+    """A cluster started from a virtual environment with only ``ray[default]``, reached through
+    its dashboard with its token, as a production cluster would be."""
+    from scripts.ray_only_cluster import RayOnlyCluster
+
+    cluster = RayOnlyCluster.start(tmp_path_factory.mktemp("ray-only"))
+    os.environ["AIRFLOW_CONN_RAY_REMOTE"] = json.dumps(
+        {"conn_type": "ray", "host": cluster.dashboard_url, "password": cluster.token}
+    )
+    try:
+        yield "ray_remote"
+    finally:
+        del os.environ["AIRFLOW_CONN_RAY_REMOTE"]
+        cluster.stop()
+
+
+def test_the_cluster_needs_nothing_but_ray(ray_only_conn, capfd):
+    import subprocess
+
+    from scripts.ray_only_cluster import VENV
+
+    for module in ("airflow_ray", "airflow"):
+        probe = subprocess.run(
+            [str(VENV / "bin" / "python"), "-c", f"import {module}"],
+            capture_output=True,
+            cwd="/",
+            env={"PATH": "/usr/bin:/bin"},
+        )
+        assert probe.returncode != 0, f"{module} is installed in the ray-only environment"
+
+    # The cluster has no numpy: the values are the standard library's.
+    def produce(mb: int) -> bytes:
+        return bytes(range(256)) * (mb * MB // 256)
+
+    def validate(blob: bytes) -> None:
+        raise DataError(f"bad blob of {len(blob)} bytes")
+
+    with DAG("x_jobs_ray_only", schedule=None, start_date=START) as dag:
+        produced = RayPythonOperator(
+            task_id="produce", python_callable=produce, op_args=[50], ray_conn_id=ray_only_conn
+        )
+
+        @task.ray(ray_conn_id=ray_only_conn)
+        def in_ray(blob: bytes) -> list:
+            return [len(blob), blob[0], blob[-1]]
+
+        @task
+        def in_airflow(summary: list) -> list:
+            return summary
+
+        in_airflow(in_ray(produced.output))
+        RayPythonOperator(
+            task_id="validate", python_callable=validate, op_args=[produced.output], ray_conn_id=ray_only_conn
+        )
+    dag_run = run_dag(dag)
+    states = task_states(dag_run)
+    assert {k: states[k] for k in ("produce", "in_ray", "in_airflow")} == dict.fromkeys(
+        ("produce", "in_ray", "in_airflow"), "success"
+    ), states
+    assert xcom(dag_run, "in_airflow") == [50 * MB, 0, 255]
+    row = xcom_row(dag_run, "produce")
+    assert row["conn_id"] == "ray_remote" and row["size_bytes"] == 50 * MB
+    assert states["validate"] == "failed"
+    out = capfd.readouterr().out
+    assert f"DataError: bad blob of {50 * MB} bytes" in out

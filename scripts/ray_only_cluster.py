@@ -44,8 +44,16 @@ def ensure_venv() -> Path:
         return python
     subprocess.run([sys.executable, "-m", "venv", "--clear", str(VENV)], check=True)
     subprocess.run(
-        [str(python), "-m", "pip", "install", "--quiet", "-c", str(REPO / "requirements" / "lock.txt"),
-         f"ray[default]=={ray_version()}"],
+        [
+            str(python),
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "-c",
+            str(REPO / "requirements" / "lock.txt"),
+            f"ray[default]=={ray_version()}",
+        ],
         check=True,
     )
     marker.write_text(ray_version())

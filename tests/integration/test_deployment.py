@@ -1,0 +1,212 @@
+"""Airflow as it is deployed: a scheduler with the LocalExecutor, a triggerer, a DAG processor and
+an API server, each a process of its own, running DAGs whose Ray tasks go through the Jobs API.
+
+Slots, crashes and user actions are exercised as a user would: parallelism 1, a SIGKILLed task
+process, a task marked failed from the REST API while it is deferred.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+
+pytestmark = pytest.mark.integration
+
+DAG_FILES = Path(__file__).parent / "deploy_dags"
+COMPONENTS = ("api-server", "scheduler", "triggerer", "dag-processor")
+
+
+@dataclass
+class Deployment:
+    home: Path
+    api: str
+    env: dict[str, str]
+
+    def call(self, method: str, path: str, body: Any = None) -> Any:
+        request = urllib.request.Request(
+            f"{self.api}{path}",
+            method=method,
+            data=None if body is None else json.dumps(body).encode(),
+            headers={"Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(request, timeout=30) as answer:
+            return json.load(answer)
+
+    def wait_for_dag(self, dag_id: str, timeout: float = 120) -> None:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                self.call("GET", f"/api/v2/dags/{dag_id}")
+                return
+            except OSError:
+                assert time.monotonic() < deadline, f"DAG {dag_id} was not parsed within {timeout} s"
+                time.sleep(1)
+
+    def trigger(self, dag_id: str, conf: dict[str, Any] | None = None) -> str:
+        self.wait_for_dag(dag_id)
+        run = self.call("POST", f"/api/v2/dags/{dag_id}/dagRuns", {"logical_date": None, "conf": conf or {}})
+        return str(run["dag_run_id"])
+
+    def run_state(self, dag_id: str, run_id: str) -> str:
+        return str(self.call("GET", f"/api/v2/dags/{dag_id}/dagRuns/{run_id}")["state"])
+
+    def task_instances(self, dag_id: str, run_id: str) -> dict[str, dict[str, Any]]:
+        listed = self.call("GET", f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances")
+        return {ti["task_id"]: ti for ti in listed["task_instances"]}
+
+    def wait_for_run(self, dag_id: str, run_id: str, timeout: float) -> str:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            state = self.run_state(dag_id, run_id)
+            if state in ("success", "failed"):
+                return state
+            time.sleep(1)
+        raise AssertionError(f"run {run_id} of {dag_id} did not end within {timeout} s: {self.logs()}")
+
+    def task_log(self, dag_id: str, run_id: str, task_id: str) -> str:
+        folder = self.home / "logs" / f"dag_id={dag_id}" / f"run_id={run_id}" / f"task_id={task_id}"
+        return "\n".join(p.read_text(errors="replace") for p in sorted(folder.rglob("*")) if p.is_file())
+
+    def logs(self) -> str:
+        return "\n".join(
+            f"--- {name}\n{(self.home / f'{name}.log').read_text(errors='replace')[-2500:]}"
+            for name in COMPONENTS
+        )
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def deployment(ray_cluster, airflow_home: Path) -> Iterator[Deployment]:
+    for dag_file in DAG_FILES.glob("*.py"):
+        shutil.copy(dag_file, airflow_home / "dags" / dag_file.name)
+    port = _free_port()
+    env = os.environ.copy()
+    env.update(
+        {
+            "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+            # One task slot: a deferred task must give it back for the next one to run.
+            "AIRFLOW__CORE__PARALLELISM": "1",
+            "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
+            "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{port}/execution/",
+            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "True",
+            "AIRFLOW__WORKERS__EXECUTION_API_TIMEOUT": "30",
+            "AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC": "1",
+            "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
+            "AIRFLOW__TRIGGERER__JOB_HEARTBEAT_SEC": "1",
+            "AIRFLOW_CONN_RAY_JOBS": json.dumps({"conn_type": "ray", "extra": {"transport": "jobs"}}),
+        }
+    )
+    processes = []
+    for name in COMPONENTS:
+        command = [sys.executable, "-m", "airflow", name]
+        if name == "api-server":
+            command += ["--port", str(port)]
+        log = open(airflow_home / f"{name}.log", "wb")
+        processes.append(
+            (
+                subprocess.Popen(
+                    command, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+                ),
+                log,
+            )
+        )
+    deployment = Deployment(airflow_home, f"http://127.0.0.1:{port}", env)
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                deployment.call("GET", "/api/v2/monitor/health")
+                break
+            except OSError:
+                assert all(p.poll() is None for p, _ in processes), deployment.logs()
+                assert time.monotonic() < deadline, f"the API server did not start: {deployment.logs()}"
+                time.sleep(1)
+        yield deployment
+    finally:
+        for process, log in processes:
+            parent = psutil.Process(process.pid)
+            children = parent.children(recursive=True)
+            process.send_signal(signal.SIGTERM)
+            _, alive = psutil.wait_procs([parent, *children], timeout=20)
+            for leftover in alive:
+                leftover.kill()
+            log.close()
+
+
+def test_deferred_tasks_free_the_only_slot(deployment: Deployment):
+    started = time.monotonic()
+    run_id = deployment.trigger("jobs_deferred")
+    state = deployment.wait_for_run("jobs_deferred", run_id, timeout=240)
+    elapsed = time.monotonic() - started
+    tis = deployment.task_instances("jobs_deferred", run_id)
+    assert state == "success", {k: ti["state"] for k, ti in tis.items()}
+    # Three 20-second Ray tasks through one worker slot: they overlapped while deferred.
+    assert elapsed < 3 * 20, f"took {elapsed:.0f} s: the slot was not freed"
+    windows = [(ti["start_date"], ti["end_date"]) for ti in tis.values()]
+    print(f"three deferred 20 s tasks took {elapsed:.1f} s, windows {windows}")
+    for i in range(3):
+        log = deployment.task_log("jobs_deferred", run_id, f"wait_{i}")
+        assert f"task {i} second 19" in log, log[-3000:]
+
+
+def test_a_killed_task_process_reconnects_to_its_ray_work(deployment: Deployment, tmp_path: Path):
+    for dag_id in ("reconnect_jobs", "reconnect_driver"):
+        marker = tmp_path / f"{dag_id}.marker"
+        run_id = deployment.trigger(dag_id, {"marker": str(marker), "seconds": 15})
+        deadline = time.monotonic() + 120
+        while not (marker.exists() and "start" in marker.read_text()):
+            assert time.monotonic() < deadline, f"{dag_id} never started: {deployment.logs()}"
+            time.sleep(0.5)
+        time.sleep(2)  # the id is stored before following: it is there by now
+        pid = deployment.task_instances(dag_id, run_id)["work"]["pid"]
+        assert pid, deployment.task_instances(dag_id, run_id)["work"]
+        os.kill(int(pid), signal.SIGKILL)
+        state = deployment.wait_for_run(dag_id, run_id, timeout=180)
+        ti = deployment.task_instances(dag_id, run_id)["work"]
+        assert state == "success", (ti, deployment.task_log(dag_id, run_id, "work")[-4000:])
+        assert ti["try_number"] == 2
+        # The callable ran once: the retry followed the Ray work the first try had started.
+        assert marker.read_text().count("start") == 1, marker.read_text()
+        log = deployment.task_log(dag_id, run_id, "work")
+        assert "Reconnecting to existing job" in log, log[-3000:]
+        assert "working 14" in log
+
+
+def test_marking_a_deferred_task_failed_stops_its_ray_job(deployment: Deployment, tmp_path: Path):
+    marker = tmp_path / "killed.marker"
+    run_id = deployment.trigger("jobs_killed", {"marker": str(marker)})
+    deadline = time.monotonic() + 120
+    while not (marker.exists() and len(marker.read_text().split()) >= 3):
+        assert time.monotonic() < deadline, f"the Ray task never ran: {deployment.logs()}"
+        time.sleep(0.5)
+    assert deployment.task_instances("jobs_killed", run_id)["long_work"]["state"] == "deferred"
+    deployment.call(
+        "PATCH",
+        f"/api/v2/dags/jobs_killed/dagRuns/{run_id}/taskInstances/long_work",
+        {"new_state": "failed"},
+    )
+    # The triggerer's on_kill stops the job; the callable writes one line a second until then.
+    time.sleep(15)
+    written = len(marker.read_text().split())
+    time.sleep(5)
+    assert len(marker.read_text().split()) == written, "the Ray task went on after the task was failed"
+    assert written < 60

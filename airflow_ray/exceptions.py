@@ -39,6 +39,21 @@ class RayObjectLostError(AirflowRayError):
     """An XCom reference points to an object that is no longer in the Ray cluster."""
 
 
+class RayInputsMissingError(RayObjectLostError):
+    """Inputs of a Ray task were not in the cluster when its job started.
+
+    :param pins: their pin keys (the caller restores them from their checkpoints).
+    """
+
+    def __init__(self, message: str, pins: list[str]) -> None:
+        super().__init__(message)
+        self.pins = pins
+
+
+class RayResultTooLargeError(AirflowRayError):
+    """A result too large to travel to a task that is not a Ray task through the Jobs API."""
+
+
 class RayCheckpointError(AirflowRayError):
     """A checkpoint could not be written to, found in or read from S3."""
 

@@ -117,6 +117,12 @@ def run(request: Request, out: _Writer) -> None:
         return
     owner = _owner(request["owner"])
     inputs = [_input(key, name, request["owner"]) for key, name in args["inputs"]]
+    keys = [item for item in inputs if isinstance(item, str)]
+    missing = sorted(set(keys) - set(ray.get(owner.held.remote(keys)))) if keys else []
+    if missing:
+        # The Airflow side restores them from their checkpoints and submits again.
+        out.record("missing", pins=missing)
+        return
     call_id = ray.get(
         owner.submit.remote(
             args["fn"], args["args"], args["kwargs"], inputs, args["options"], args["producer"], args["split"]

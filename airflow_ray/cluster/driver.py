@@ -31,6 +31,8 @@ class DriverTransport:
     :param namespace: the owner actors' Ray namespace (default: the connection's).
     """
 
+    checks_inputs = False
+
     def __init__(self, hook: RayHook, namespace: str | None = None) -> None:
         self.hook = hook
         self.conn_id = hook.ray_conn_id

@@ -27,7 +27,12 @@ from airflow_ray._remote.job_entry import PAYLOAD_NAME, parse_record
 from airflow_ray._remote.protocol import CallError, CallState, ErrorKind, PollReply, Returned
 from airflow_ray.cluster.jobs_api import TERMINAL_STATES, JobsClient, JobsEndpoint
 from airflow_ray.cluster.transport import Call, Input, TaskSpec, raise_call_error
-from airflow_ray.exceptions import RayConfigurationError, RayObjectLostError, RayTaskFailedError
+from airflow_ray.exceptions import (
+    RayConfigurationError,
+    RayInputsMissingError,
+    RayResultTooLargeError,
+    RayTaskFailedError,
+)
 
 if TYPE_CHECKING:
     from airflow_ray.hooks.ray import RayHook
@@ -35,13 +40,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 ENTRYPOINT = "python -m airflow_ray._remote.job_entry"
-POLL_INTERVAL = 0.5
+POLL_INTERVAL = 0.25
 # A job that cannot even start its entrypoint (a runtime_env that fails to build) ends on its own.
 _ANSWER_TIMEOUT = 600.0
-
-
-class ValueTooLargeError(RayObjectLostError):
-    """A plain consumer asked for a value too large to travel through the Jobs API."""
 
 
 @dataclass
@@ -86,7 +87,7 @@ def outcome(record: dict[str, Any], name: str, where: str, log: Any) -> Returned
     if record["event"] == "infeasible":
         raise infeasible(record["demand"], record["largest"], where)
     if record["event"] == "too_big":
-        raise ValueTooLargeError(
+        raise RayResultTooLargeError(
             f"The result of Ray task {name} is {record['size']} bytes pickled, more than the "
             f"[ray] jobs_inline_max_bytes that travel back through the Jobs API of {where}. Keep "
             f"results in the cluster with the Ray XCom backend (RayXComBackend), or raise "
@@ -146,6 +147,10 @@ class JobsTransport:
 
     :param hook: the hook of the ``ray`` connection; nothing is read until first use.
     """
+
+    # A task's own job checks its inputs as it starts (one job instead of two): submit() raises
+    # RayInputsMissingError for lost ones, so callers need not ask missing() first.
+    checks_inputs = True
 
     def __init__(self, hook: RayHook, namespace: str | None = None) -> None:
         self.hook = hook
@@ -250,7 +255,37 @@ class JobsTransport:
             "max_bytes": config.jobs_inline_max_bytes(),
         }
         submission_id = spec.submission_id or f"airflow-ray-{uuid.uuid4().hex}"
-        return Call(spec.name, self._start("run", arguments, submission_id, spec.name))
+        call = Call(spec.name, self._start("run", arguments, submission_id, spec.name))
+        self._until_started(call)
+        return call
+
+    def _until_started(self, call: Call) -> None:
+        """Wait until the job's entrypoint has handed the callable to the owner (or could not).
+
+        It checks the inputs there, in the same job: those the cluster lost raise
+        :class:`RayInputsMissingError`, for the caller to restore them and submit again.
+        """
+        reader = LogReader()
+        deadline = time.monotonic() + _ANSWER_TIMEOUT
+        while time.monotonic() < deadline:
+            info = self.client.info(call.call_id)
+            final = info is None or info.get("status") in TERMINAL_STATES
+            list(reader.feed(self.client.logs(call.call_id), final=final))
+            missing = reader.answer("missing")
+            if missing is not None:
+                raise RayInputsMissingError(
+                    f"Inputs of Ray task {call.name} are no longer in the cluster: {missing['pins']}",
+                    list(missing["pins"]),
+                )
+            if final or reader.began or reader.answer("infeasible", "end") is not None:
+                return
+            time.sleep(POLL_INTERVAL / 2)
+
+    def missing(self, inputs: list[Input]) -> list[Input]:
+        if not inputs:
+            return []
+        held = set(self._ask("held", {"pins": [[item.pin, item.owner] for item in inputs]})["value"])
+        return [item for item in inputs if item.pin not in held]
 
     def exists(self, submission_id: str) -> dict[str, Any] | None:
         return self.client.info(submission_id)
@@ -339,12 +374,6 @@ class JobsTransport:
         finally:
             self.client.delete(submission_id)
 
-    def missing(self, inputs: list[Input]) -> list[Input]:
-        if not inputs:
-            return []
-        held = set(self._ask("held", {"pins": [[item.pin, item.owner] for item in inputs]})["value"])
-        return [item for item in inputs if item.pin not in held]
-
     def fetch(self, item: Input) -> Any:
         import pickle
 
@@ -356,7 +385,7 @@ class JobsTransport:
         if record["event"] == "missing":
             raise LookupError(item.pin)
         if record["event"] == "too_big":
-            raise ValueTooLargeError(
+            raise RayResultTooLargeError(
                 f"The value pinned as {item.pin!r} is {record['size']} bytes pickled, more than the "
                 f"{limit} bytes ([ray] jobs_inline_max_bytes) that travel to a task that is not a Ray "
                 f"task through the Jobs API of {self.hook.describe()}. Consume it in a Ray task "

@@ -62,6 +62,9 @@ class Transport(Protocol):
     """How the Airflow worker runs tasks on one cluster and reaches the results kept there."""
 
     conn_id: str
+    # Whether submit() checks the inputs itself (raising RayInputsMissingError for lost ones), so
+    # that callers need not ask missing() first.
+    checks_inputs: bool
 
     @property
     def namespace(self) -> str: ...

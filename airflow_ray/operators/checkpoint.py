@@ -123,7 +123,7 @@ def _write(store: CheckpointStore, producer: Producer, value: Any, s3: S3Access)
     if not isinstance(value, RayXComReference):
         return store.write([(producer, value)], s3=s3)
     transport = transport_of(value)
-    _, _, inputs = hand_over((value,), {}, transport)  # restored first if the cluster lost it
+    _, _, inputs, _ = hand_over((value,), {}, transport)  # restored first if the cluster lost it
     return write_from_cluster(store, transport, [(value.producer, inputs[0])], s3=s3)
 
 

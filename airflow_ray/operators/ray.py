@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from airflow_ray.checkpoint.store import CheckpointStore
     from airflow_ray.cluster.transport import Call, TaskSpec, Transport
     from airflow_ray.hooks.ray import RayHook
+    from airflow_ray.xcom.reference import RayXComReference
 
 # Context values that can be pickled and mean the same inside a Ray worker. The others (ti,
 # dag_run, task, conf, macros, ...) are live objects of the Airflow worker process.
@@ -178,6 +179,7 @@ class RayPythonOperator(ResumableJobMixin, PythonOperator):
         self._producer: Producer | None = None
         self._context: Context | None = None
         self._result: dict[str, Any] = {}
+        self._references_in: list[RayXComReference] = []
 
     @property
     def is_async(self) -> bool:
@@ -274,6 +276,8 @@ class RayPythonOperator(ResumableJobMixin, PythonOperator):
 
     def submit_job(self, context: Context) -> dict[str, Any]:
         """Submit the Ray task; what a retry needs to find it again (stored before following)."""
+        from airflow_ray.results.handover import submit
+
         transport = self.transport
         spec = self._task_spec(transport)
         store = self._checkpoint_store()
@@ -285,7 +289,7 @@ class RayPythonOperator(ResumableJobMixin, PythonOperator):
             spec.pin = self.producer
         p = self.producer
         spec.submission_id = _submission_id(p, context["ti"].try_number)
-        call = transport.submit(spec)
+        call = submit(transport, spec, self._references_in)
         self._call = (transport, call)
         self.log.info(
             "Submitted Ray task %s with %s%s",
@@ -440,7 +444,9 @@ class RayPythonOperator(ResumableJobMixin, PythonOperator):
         resources = TaskResources.from_arguments(
             num_cpus=self.num_cpus, num_gpus=self.num_gpus, memory=self.memory, resources=self.ray_resources
         )
-        args, kwargs, inputs = hand_over(tuple(self.op_args), dict(self.op_kwargs), transport)
+        args, kwargs, inputs, self._references_in = hand_over(
+            tuple(self.op_args), dict(self.op_kwargs), transport
+        )
         return TaskSpec(
             self.python_callable,
             args,

@@ -15,13 +15,14 @@ from airflow_ray.results.resolve import ensure_in_cluster, input_of, materialize
 from airflow_ray.xcom.reference import RayXComReference
 
 if TYPE_CHECKING:
-    from airflow_ray.cluster.transport import Input, Transport
+    from airflow_ray.cluster.transport import Call, Input, TaskSpec, Transport
 
 
 def hand_over(
     args: tuple[Any, ...], kwargs: dict[str, Any], transport: Transport
-) -> tuple[tuple[Any, ...], dict[str, Any], list[Input]]:
-    """``args`` and ``kwargs`` with references replaced by slots, and the task's inputs.
+) -> tuple[tuple[Any, ...], dict[str, Any], list[Input], list[RayXComReference]]:
+    """``args`` and ``kwargs`` with references replaced by slots, the task's inputs, and the
+    references they are (to restore one that the task's job finds gone).
 
     A value the cluster lost is restored from its checkpoint first. A reference to another
     cluster (another connection) cannot be handed over inside this one: its value is fetched.
@@ -46,6 +47,20 @@ def hand_over(
 
     args = map_tree(tuple(args), to_slot)
     kwargs = map_tree(dict(kwargs), to_slot)
-    if found:
+    if found and not transport.checks_inputs:
         ensure_in_cluster(found, transport)
-    return args, kwargs, [input_of(reference) for reference in found]
+    return args, kwargs, [input_of(reference) for reference in found], found
+
+
+def submit(transport: Transport, spec: TaskSpec, references: list[RayXComReference]) -> Call:
+    """Submit ``spec``; inputs its job finds lost are restored from their checkpoints, and it is
+    submitted once more (a transport that checks inputs as it starts)."""
+    from airflow_ray.exceptions import RayInputsMissingError
+
+    try:
+        return transport.submit(spec)
+    except RayInputsMissingError as err:
+        ensure_in_cluster([r for r in references if r.pin in err.pins], transport, gone=err.pins)
+        if spec.submission_id:
+            spec.submission_id += "-restored"
+        return transport.submit(spec)

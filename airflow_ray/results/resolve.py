@@ -34,15 +34,19 @@ def lost(reference: RayXComReference) -> RayObjectLostError:
     )
 
 
-def ensure_in_cluster(references: list[RayXComReference], transport: Transport) -> None:
+def ensure_in_cluster(
+    references: list[RayXComReference], transport: Transport, gone: list[str] | None = None
+) -> None:
     """Make sure the cluster holds each reference's value: restore what it lost from S3.
 
+    :param gone: the pin keys known to be lost; by default the transport is asked.
     :raises RayObjectLostError: when one is no longer there and has no checkpoint.
     :raises RayCheckpointIntegrityError: when its checkpoint does not match its manifest.
     """
     from airflow_ray.results.restore import restore
 
-    gone = {item.pin for item in transport.missing([input_of(r) for r in references])}
+    if gone is None:
+        gone = [item.pin for item in transport.missing([input_of(r) for r in references])]
     for reference in references:
         if reference.pin in gone and not restore(reference, transport):
             raise lost(reference)
@@ -50,12 +54,24 @@ def ensure_in_cluster(references: list[RayXComReference], transport: Transport) 
 
 def materialize(reference: RayXComReference) -> Any:
     """Fetch the value of ``reference`` into this process."""
+    from airflow_ray.exceptions import RayResultTooLargeError
+    from airflow_ray.results.restore import read_here
+
     transport = transport_of(reference)
     ensure_in_cluster([reference], transport)
     try:
-        return transport.fetch(input_of(reference))
-    except LookupError as err:  # released between the check and the fetch
+        try:
+            return transport.fetch(input_of(reference))
+        except LookupError:  # lost (or released) after the check: restore it, if it can be
+            ensure_in_cluster([reference], transport, gone=[reference.pin])
+            return transport.fetch(input_of(reference))
+    except LookupError as err:
         raise lost(reference) from err
+    except RayResultTooLargeError:
+        found, value = read_here(reference)  # from its checkpoint, when it has one
+        if not found:
+            raise
+        return value
 
 
 class PulledReference(RayXComReference):

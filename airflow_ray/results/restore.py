@@ -65,3 +65,24 @@ def restore(reference: RayXComReference, transport: Transport) -> bool:
                 raise store.error(err, f"reading {uri} from") from err
         return True
     return False
+
+
+def read_here(reference: RayXComReference) -> tuple[bool, object]:
+    """Read the value of ``reference`` from its checkpoint into this process: ``(found, value)``.
+
+    For a plain consumer of a result too large to come out of the cluster otherwise.
+    """
+    from airflow_ray._remote.checkpoint_io import read_checkpoint
+
+    configured = CheckpointLocation.configured()
+    for location in candidates(reference):
+        store = CheckpointStore(location)
+        if not store.exists(reference.producer):
+            continue
+        prefix = location.key_prefix(reference.producer)
+        log.info("Reading the %s from its checkpoint %s", reference.producer.describe(), location.uri(prefix))
+        with checkpoint_refusals():
+            return True, read_checkpoint(
+                store.access(), location.bucket, prefix, location.trusted(configured)
+            )
+    return False, None

@@ -95,7 +95,9 @@ def test_results_are_handed_over_inside_the_cluster_and_the_worker_stays_flat(jo
     assert "1 input(s) handed over inside the cluster" in out
 
 
-def test_a_plain_consumer_gets_a_small_value_and_a_clear_error_for_a_large_one(jobs_conn, capfd):
+def test_a_plain_consumer_gets_a_small_value_a_checkpointed_one_and_a_clear_error_otherwise(
+    jobs_conn, checkpoints, capfd
+):
     with DAG("x_jobs_plain", schedule=None, start_date=START) as dag:
         small = RayPythonOperator(
             task_id="small", python_callable=lambda: {"accuracy": 0.79}, ray_conn_id=jobs_conn
@@ -108,16 +110,24 @@ def test_a_plain_consumer_gets_a_small_value_and_a_clear_error_for_a_large_one(j
         def read_small(metrics: dict) -> float:
             return metrics["accuracy"]
 
+        saved = RayPythonOperator(
+            task_id="saved", python_callable=make_array, op_args=[4], ray_conn_id=jobs_conn, checkpoint=True
+        )
+
         @task
         def read_large(array: np.ndarray) -> int:
             return int(array.size)
 
         read_small(small.output)
         read_large(large.output)
+        read_large.override(task_id="read_saved")(saved.output)
 
     dag_run = run_dag(dag)
     states = task_states(dag_run)
     assert states["read_small"] == "success" and xcom(dag_run, "read_small") == 0.79
+    # Too large for the Jobs API, but checkpointed: read from S3 (written there from the cluster).
+    assert states["read_saved"] == "success" and xcom(dag_run, "read_saved") == 4 * MB // 8
+    assert xcom_row(dag_run, "saved")["checkpoint"]["bucket"] == checkpoints.name
     assert states["read_large"] == "failed"
     out = capfd.readouterr().out
     assert "more than the 1048576 bytes ([ray] jobs_inline_max_bytes)" in out
@@ -260,3 +270,19 @@ def test_the_cluster_needs_nothing_but_ray(ray_only_conn, capfd):
     assert states["validate"] == "failed"
     out = capfd.readouterr().out
     assert f"DataError: bad blob of {50 * MB} bytes" in out
+
+
+def test_the_example_dag_runs_through_the_jobs_api(jobs_conn, capfd):
+    from airflow.dag_processing.dagbag import BundleDagBag
+
+    from tests.conftest import REPO
+
+    folder = REPO / "dags"
+    bag = BundleDagBag(
+        dag_folder=str(folder / "example_ray_jobs.py"), bundle_path=folder, bundle_name="dags-folder"
+    )
+    dag = bag.dags["example_ray_jobs"]
+    dag_run = run_dag(dag, conf={"rows": 1000, "seconds": 2})
+    assert task_states(dag_run) == {"generate": "success", "fit": "success", "report": "success"}
+    assert xcom(dag_run, "report").startswith("1000 rows, mean ")
+    assert "fitting, step 1" in capfd.readouterr().out

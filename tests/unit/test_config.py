@@ -21,6 +21,7 @@ OPTIONS = [
     "checkpoint_bucket",
     "checkpoint_prefix",
     "checkpoint_retention_days",
+    "jobs_inline_max_bytes",
 ]
 NUMBERS = [
     "embedded_num_cpus",
@@ -29,6 +30,7 @@ NUMBERS = [
     "keep_runs",
     "pin_ttl",
     "checkpoint_retention_days",
+    "jobs_inline_max_bytes",
 ]
 
 
@@ -54,6 +56,7 @@ def test_defaults(airflow_home):
     assert config.checkpoint_bucket() is None
     assert config.checkpoint_prefix() == "airflow-ray"
     assert config.checkpoint_retention_days() is None
+    assert config.jobs_inline_max_bytes() == 1024 * 1024
 
 
 @pytest.mark.parametrize(
@@ -69,6 +72,7 @@ def test_defaults(airflow_home):
         ("checkpoint_bucket", "results", "results"),
         ("checkpoint_prefix", "team/pipelines", "team/pipelines"),
         ("checkpoint_retention_days", "7", 7.0),
+        ("jobs_inline_max_bytes", "4096", 4096),
     ],
 )
 def test_a_value_set_in_the_environment_is_read_when_asked_for(monkeypatch, option, value, expected):
@@ -97,7 +101,9 @@ def test_a_bad_number_names_the_option_the_value_and_the_variable(monkeypatch, o
     assert env(option) in message
 
 
-@pytest.mark.parametrize("option", ["keep_runs", "embedded_num_cpus", "embedded_object_store_memory"])
+@pytest.mark.parametrize(
+    "option", ["keep_runs", "embedded_num_cpus", "embedded_object_store_memory", "jobs_inline_max_bytes"]
+)
 def test_a_count_must_be_a_whole_number(monkeypatch, option):
     monkeypatch.setenv(env(option), "0.5")
     with pytest.raises(RayConfigurationError, match=rf"\[ray\] {option} = '0.5' is not a whole number"):

@@ -42,4 +42,4 @@ test: lint typing
 	$(BIN)/pytest
 
 clean:
-	rm -rf $(VENV) airflow-home build *.egg-info
+	rm -rf $(VENV) .ray-only-venv airflow-home build *.egg-info

@@ -19,7 +19,7 @@ setup(
     packages=find_packages(include=["airflow_ray", "airflow_ray.*"]),
     package_data={"airflow_ray": ["py.typed"]},
     install_requires=[
-        "apache-airflow>=3.1",
+        "apache-airflow>=3.3",
         "apache-airflow-providers-standard>=1.0",
         "apache-airflow-providers-amazon>=9.0",
         "ray[default]>=2.60,<2.61",

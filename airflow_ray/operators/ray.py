@@ -371,6 +371,25 @@ class RayPythonOperator(ResumableJobMixin, PythonOperator):
             timeout=self.execution_timeout,
         )
 
+    def resume_execution(self, next_method: str, next_kwargs: dict[str, Any] | None, context: Context) -> Any:
+        """Back from deferral. A deferral that failed (``execution_timeout`` ran out while the
+        triggerer followed the job, or the trigger broke) stops the Ray job before failing."""
+        if next_method == "__fail__":
+            self._stop_recorded_job(context)
+        return super().resume_execution(next_method, next_kwargs, context)
+
+    def _stop_recorded_job(self, context: Context) -> None:
+        from airflow_ray.cluster.jobs import JobsTransport
+
+        store = context.get("task_state_store")
+        external_id = None if store is None else store.get(self.external_id_key)
+        if not external_id or not isinstance(self.transport, JobsTransport):
+            return
+        self._bind(context)
+        call = self._resume(external_id)
+        self.log.info("Stopping Ray job %s of task %s: its deferral failed", call.call_id, call.name)
+        self.transport.cancel(call)
+
     def execute_complete(self, context: Context, event: dict[str, Any]) -> Any:
         """Back from the triggerer: the result's reference(s), or the callable's own error."""
         from airflow_ray.cluster.jobs import JobsTransport, LogReader, ended_early

@@ -210,3 +210,22 @@ def test_marking_a_deferred_task_failed_stops_its_ray_job(deployment: Deployment
     time.sleep(5)
     assert len(marker.read_text().split()) == written, "the Ray task went on after the task was failed"
     assert written < 60
+
+
+def test_a_deferred_task_past_its_execution_timeout_fails_and_its_ray_job_stops(
+    deployment: Deployment, tmp_path: Path
+):
+    marker = tmp_path / "timeout.marker"
+    started = time.monotonic()
+    run_id = deployment.trigger("jobs_timeout", {"marker": str(marker)})
+    state = deployment.wait_for_run("jobs_timeout", run_id, timeout=150)
+    assert state == "failed"
+    assert deployment.task_instances("jobs_timeout", run_id)["long_work"]["state"] == "failed"
+    time.sleep(5)
+    written = len(marker.read_text().split())
+    time.sleep(5)
+    assert len(marker.read_text().split()) == written, "the Ray task went on after the timeout"
+    # The timeout is 15 s; the scheduler looks for timed-out triggers every 15 s or so.
+    assert written < 60 and time.monotonic() - started < 120
+    log = deployment.task_log("jobs_timeout", run_id, "long_work")
+    assert "its deferral failed" in log, log[-3000:]

@@ -286,3 +286,37 @@ def test_the_example_dag_runs_through_the_jobs_api(jobs_conn, capfd):
     assert task_states(dag_run) == {"generate": "success", "fit": "success", "report": "success"}
     assert xcom(dag_run, "report").startswith("1000 rows, mean ")
     assert "fitting, step 1" in capfd.readouterr().out
+
+
+WORKER_PROBE = """
+import json, psutil
+from airflow_ray.cluster.local import EmbeddedCluster
+from airflow_ray.cluster.transport import TaskSpec, run_in_cluster
+from airflow_ray.hooks.ray import RayHook
+
+head = EmbeddedCluster.from_config().status()
+value = run_in_cluster(RayHook("ray_jobs").get_transport(), TaskSpec(lambda: 6 * 7, (), {}, name="probe"))
+import ray
+ports = {head.gcs_port, head.client_port}
+print(json.dumps({
+    "value": value,
+    "driver": ray.is_initialized(),
+    "cluster_connections": [c.raddr.port for c in psutil.Process().net_connections() if c.raddr and c.raddr.port in ports],
+}))
+"""
+
+
+def test_the_worker_is_not_a_ray_driver(jobs_conn):
+    import subprocess
+    import sys
+
+    probe = subprocess.run(
+        [sys.executable, "-c", WORKER_PROBE],
+        env=os.environ.copy(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert probe.returncode == 0, probe.stderr[-3000:]
+    report = json.loads(probe.stdout.strip().splitlines()[-1])
+    assert report == {"value": 42, "driver": False, "cluster_connections": []}

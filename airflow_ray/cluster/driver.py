@@ -143,7 +143,9 @@ class DriverTransport:
         return PollReply.from_wire(ray.get(self.owner.poll.remote(call.call_id, 1 << 62, 0))).state
 
     def link(self, call: Call) -> str | None:
-        return self.hook.dashboard_url()
+        # Only a dashboard the connection names: the link costs an XCom write per task, and the
+        # driver transport is the one chosen for short tasks.
+        return self.hook.settings.dashboard_url
 
     def take(self, call: Call) -> Any:
         import ray

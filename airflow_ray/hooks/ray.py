@@ -258,18 +258,6 @@ class RayHook(BaseHook):
         url = settings.dashboard_url or settings.address.dashboard_url
         return JobsEndpoint(url, self.describe(url), settings.token)
 
-    def dashboard_url(self) -> str | None:
-        """The cluster's dashboard, for links in the UI (read without connecting)."""
-        settings = self.settings
-        if settings.address.is_embedded:
-            from airflow_ray.cluster.local import EmbeddedCluster
-
-            head = EmbeddedCluster.from_config().status()
-            return None if head is None else head.dashboard_url
-        if settings.dashboard_url or settings.address.kind is AddressKind.DASHBOARD:
-            return settings.dashboard_url or settings.address.dashboard_url
-        return None
-
 
 def _left(deadline: float) -> float:
     return max(deadline - time.monotonic(), 0.5)

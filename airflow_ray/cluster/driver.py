@@ -14,17 +14,17 @@ from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from airflow_ray._remote.protocol import CallError, CallState, ErrorKind, PollReply, Returned
-from airflow_ray.cluster.transport import Call, Input, TaskSpec, raise_call_error
+from airflow_ray.cluster.transport import Call, Input, OwnedResults, TaskSpec, raise_call_error
 from airflow_ray.exceptions import RayConfigurationError, RayTaskFailedError
 
 if TYPE_CHECKING:
-    from airflow_ray.hooks.ray import RayHook
+    pass
 
 log = logging.getLogger(__name__)
 _POLL_INTERVAL = 0.5
 
 
-class DriverTransport:
+class DriverTransport(OwnedResults):
     """Runs tasks through the owner actor of the cluster this process connects to as a driver.
 
     :param hook: the hook of the ``ray`` connection; nothing connects until first use.
@@ -32,21 +32,6 @@ class DriverTransport:
     """
 
     checks_inputs = False
-
-    def __init__(self, hook: RayHook, namespace: str | None = None) -> None:
-        self.hook = hook
-        self.conn_id = hook.ray_conn_id
-        self._namespace = namespace
-
-    @property
-    def namespace(self) -> str:
-        return self._namespace or self.hook.settings.namespace
-
-    @property
-    def owner_name(self) -> str:
-        from airflow_ray.cluster.owner import owner_name
-
-        return owner_name()
 
     @cached_property
     def owner(self) -> Any:

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 from airflow_ray._remote.job_entry import PAYLOAD_NAME, parse_record
 from airflow_ray._remote.protocol import CallError, CallState, ErrorKind, PollReply, Returned
 from airflow_ray.cluster.jobs_api import TERMINAL_STATES, JobsClient, JobsEndpoint
-from airflow_ray.cluster.transport import Call, Input, TaskSpec, raise_call_error
+from airflow_ray.cluster.transport import Call, Input, OwnedResults, TaskSpec, raise_call_error
 from airflow_ray.exceptions import (
     RayConfigurationError,
     RayInputsMissingError,
@@ -142,7 +142,7 @@ def submission_id_for(*parts: Any) -> str:
     return f"airflow-ray-{safe}-{hashlib.sha1(repr(parts).encode()).hexdigest()[:16]}"
 
 
-class JobsTransport:
+class JobsTransport(OwnedResults):
     """Runs tasks as Ray jobs on the cluster whose dashboard the connection names.
 
     :param hook: the hook of the ``ray`` connection; nothing is read until first use.
@@ -153,20 +153,8 @@ class JobsTransport:
     checks_inputs = True
 
     def __init__(self, hook: RayHook, namespace: str | None = None) -> None:
-        self.hook = hook
-        self.conn_id = hook.ray_conn_id
-        self._namespace = namespace
+        super().__init__(hook, namespace)
         self._answers: dict[str, dict[str, Any]] = {}
-
-    @property
-    def namespace(self) -> str:
-        return self._namespace or self.hook.settings.namespace
-
-    @property
-    def owner_name(self) -> str:
-        from airflow_ray.cluster.owner import owner_name
-
-        return owner_name()
 
     @cached_property
     def endpoint(self) -> JobsEndpoint:

@@ -12,11 +12,14 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from airflow_ray._remote.protocol import CallError, CallState, ErrorKind, Producer, Returned
 from airflow_ray.cluster.resources import TaskResources
 from airflow_ray.exceptions import RayTaskFailedError, RemoteCallableError
+
+if TYPE_CHECKING:
+    from airflow_ray.hooks.ray import RayHook
 
 
 @dataclass(frozen=True)
@@ -118,6 +121,29 @@ class Transport(Protocol):
     def list_pins(self, dag_id: str | None = None, run_id: str | None = None) -> list[dict[str, Any]]: ...
 
     def release_matching(self, dag_id: str | None = None, run_id: str | None = None) -> int: ...
+
+
+class OwnedResults:
+    """What both transports share: a connection, and the owner actors of its Ray namespace.
+
+    :param hook: the hook of the ``ray`` connection; nothing is read until first use.
+    :param namespace: the owner actors' Ray namespace (default: the connection's).
+    """
+
+    def __init__(self, hook: RayHook, namespace: str | None = None) -> None:
+        self.hook = hook
+        self.conn_id = hook.ray_conn_id
+        self._namespace = namespace
+
+    @property
+    def namespace(self) -> str:
+        return self._namespace or self.hook.settings.namespace
+
+    @property
+    def owner_name(self) -> str:
+        from airflow_ray.cluster.owner import owner_name
+
+        return owner_name()
 
 
 def raise_call_error(name: str, error: CallError, log: Any) -> None:

@@ -7,7 +7,7 @@ The bytes go from S3 into the cluster directly: a Ray task reads and verifies th
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from airflow_ray.checkpoint.store import CheckpointLocation, CheckpointStore
 from airflow_ray.cluster.resources import IO_TASK
@@ -31,6 +31,18 @@ def candidates(reference: RayXComReference) -> list[CheckpointLocation]:
     return found
 
 
+def _checkpoint_of(reference: RayXComReference) -> tuple[CheckpointStore, tuple[Any, ...]] | None:
+    """The store holding a checkpoint of ``reference``, and ``read_checkpoint``'s arguments for
+    it (access, bucket, folder, whether pickles may load); ``None`` when it has none."""
+    configured = CheckpointLocation.configured()
+    for location in candidates(reference):
+        store = CheckpointStore(location)
+        if store.exists(reference.producer):
+            prefix = location.key_prefix(reference.producer)
+            return store, (store.access(), location.bucket, prefix, location.trusted(configured))
+    return None
+
+
 def restore(reference: RayXComReference, transport: Transport) -> bool:
     """Put the value of ``reference`` back into the cluster from a checkpoint, pinned under its
     XCom; ``False`` when it has no checkpoint.
@@ -42,47 +54,45 @@ def restore(reference: RayXComReference, transport: Transport) -> bool:
 
     from airflow_ray._remote.checkpoint_io import read_checkpoint
 
-    configured = CheckpointLocation.configured()
-    for location in candidates(reference):
-        store = CheckpointStore(location)
-        if not store.exists(reference.producer):
-            continue
-        prefix = location.key_prefix(reference.producer)
-        uri = location.uri(prefix)
-        log.info("Restoring the %s from its checkpoint %s", reference.producer.describe(), uri)
-        spec = TaskSpec(
-            read_checkpoint,
-            (store.access(), location.bucket, prefix, location.trusted(configured)),
-            {},
-            name=f"restore {prefix}",
-            resources=IO_TASK,
-            pin=reference.producer,
-        )
-        with checkpoint_refusals():
-            try:
-                run_in_cluster(transport, spec, log=log)
-            except (BotoCoreError, ClientError) as err:
-                raise store.error(err, f"reading {uri} from") from err
-        return True
-    return False
+    found = _checkpoint_of(reference)
+    if found is None:
+        return False
+    store, arguments = found
+    uri = store.location.uri(arguments[2])
+    log.info("Restoring the %s from its checkpoint %s", reference.producer.describe(), uri)
+    spec = TaskSpec(
+        read_checkpoint,
+        arguments,
+        {},
+        name=f"restore {arguments[2]}",
+        resources=IO_TASK,
+        pin=reference.producer,
+    )
+    with checkpoint_refusals():
+        try:
+            run_in_cluster(transport, spec, log=log)
+        except (BotoCoreError, ClientError) as err:
+            raise store.error(err, f"reading {uri} from") from err
+    return True
 
 
-def read_here(reference: RayXComReference) -> tuple[bool, object]:
+def read_here(reference: RayXComReference) -> tuple[bool, Any]:
     """Read the value of ``reference`` from its checkpoint into this process: ``(found, value)``.
 
     For a plain consumer of a result too large to come out of the cluster otherwise.
     """
+    from botocore.exceptions import BotoCoreError, ClientError
+
     from airflow_ray._remote.checkpoint_io import read_checkpoint
 
-    configured = CheckpointLocation.configured()
-    for location in candidates(reference):
-        store = CheckpointStore(location)
-        if not store.exists(reference.producer):
-            continue
-        prefix = location.key_prefix(reference.producer)
-        log.info("Reading the %s from its checkpoint %s", reference.producer.describe(), location.uri(prefix))
-        with checkpoint_refusals():
-            return True, read_checkpoint(
-                store.access(), location.bucket, prefix, location.trusted(configured)
-            )
-    return False, None
+    found = _checkpoint_of(reference)
+    if found is None:
+        return False, None
+    store, arguments = found
+    uri = store.location.uri(arguments[2])
+    log.info("Reading the %s from its checkpoint %s", reference.producer.describe(), uri)
+    with checkpoint_refusals():
+        try:
+            return True, read_checkpoint(*arguments)
+        except (BotoCoreError, ClientError) as err:
+            raise store.error(err, f"reading {uri} from") from err

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any
+import threading
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from airflow.sdk import DAG
 
@@ -66,3 +69,30 @@ def xcom_row(dag_run: Any, task_id: str, map_index: int = -1, key: str = "return
             .one()
         )
         return XComModel.deserialize_value(row)
+
+
+T = TypeVar("T")
+
+
+def with_peak_growth(run: Callable[[], T]) -> tuple[T, int]:
+    """``run()``'s result, and how many bytes this process's resident memory grew at its peak
+    (sampled every 20 ms): the Airflow worker's, since ``dag.test()`` runs every task here."""
+    import psutil
+
+    me = psutil.Process()
+    baseline = me.memory_info().rss
+    peak = [baseline]
+    done = threading.Event()
+
+    def sample() -> None:
+        while not done.is_set():
+            peak[0] = max(peak[0], me.memory_info().rss)
+            time.sleep(0.02)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    try:
+        return run(), peak[0] - baseline
+    finally:
+        done.set()
+        sampler.join()

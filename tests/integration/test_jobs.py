@@ -8,18 +8,16 @@ from __future__ import annotations
 
 import json
 import os
-import threading
 import time
 
 import numpy as np
 import pendulum
-import psutil
 import pytest
 from airflow.sdk import DAG, task
 
 from airflow_ray import RayPythonOperator
 from airflow_ray.exceptions import RayConnectionError
-from tests.integration.dagrun import run_dag, task_states, xcom, xcom_row
+from tests.integration.dagrun import run_dag, task_states, with_peak_growth, xcom, xcom_row
 
 pytestmark = pytest.mark.integration
 
@@ -65,30 +63,14 @@ def test_results_are_handed_over_inside_the_cluster_and_the_worker_stays_flat(jo
     # The same DAG with 1 MB first: what the first run of a process loads is not the data's.
     assert set(task_states(run_dag(handover_dag("x_jobs_warm", 1, jobs_conn))).values()) == {"success"}
     dag = handover_dag("x_jobs_handover", 200, jobs_conn)
-    me = psutil.Process()
-    baseline = me.memory_info().rss
-    peak = [baseline]
-    done = threading.Event()
-
-    def sample() -> None:
-        while not done.is_set():
-            peak[0] = max(peak[0], me.memory_info().rss)
-            time.sleep(0.02)
-
-    sampler = threading.Thread(target=sample, daemon=True)
-    sampler.start()
-    try:
-        dag_run = run_dag(dag)
-    finally:
-        done.set()
-        sampler.join()
+    dag_run, grown_bytes = with_peak_growth(lambda: run_dag(dag))
     assert set(task_states(dag_run).values()) == {"success"}, task_states(dag_run)
     row = xcom_row(dag_run, "produce")
     assert len(json.dumps(row)) < 1024
     assert row["size_bytes"] == 200 * MB and row["conn_id"] == "ray_jobs"
     expected = [0.0, float(200 * MB // 8 - 1), 200 * MB // 8, False]  # read-only: zero-copy
     assert xcom(dag_run, "in_airflow") == expected
-    grown = (peak[0] - baseline) / MB
+    grown = grown_bytes / MB
     assert grown < 100, f"the worker grew by {grown:.0f} MB while 200 MB passed"
     out = capfd.readouterr().out
     assert "got 200 MB in the cluster" in out

@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import json
-import threading
 import time
 
 import numpy as np
 import pendulum
-import psutil
 import pytest
 from airflow.providers.standard.operators.bash import BashOperator
 from airflow.sdk import DAG, task
@@ -18,7 +16,7 @@ from airflow_ray.operators.ray import RayPythonOperator
 from airflow_ray.results.resolve import materialize
 from airflow_ray.xcom.backend import RayXComBackend
 from airflow_ray.xcom.reference import RayXComReference
-from tests.integration.dagrun import run_dag, task_states, xcom, xcom_row
+from tests.integration.dagrun import run_dag, task_states, with_peak_growth, xcom, xcom_row
 
 pytestmark = pytest.mark.integration
 
@@ -178,27 +176,11 @@ def test_two_gigabytes_pass_without_touching_the_worker_memory(ray_cluster):
             task_id="consume", python_callable=lambda a: float(a.sum()), op_args=[produced.output]
         )
 
-    me = psutil.Process()
-    baseline = me.memory_info().rss
-    peak = [baseline]
-    done = threading.Event()
-
-    def sample() -> None:
-        while not done.is_set():
-            peak[0] = max(peak[0], me.memory_info().rss)
-            time.sleep(0.02)
-
-    sampler = threading.Thread(target=sample, daemon=True)
-    sampler.start()
-    try:
-        dag_run = run_dag(dag)
-    finally:
-        done.set()
-        sampler.join()
+    dag_run, grown_bytes = with_peak_growth(lambda: run_dag(dag))
     assert task_states(dag_run) == {"produce": "success", "consume": "success"}
     assert xcom_row(dag_run, "produce")["size_bytes"] == 2 * 1024 * MB
     assert xcom(dag_run, "consume") == float(2 * 1024 * MB // 8)
-    grown = (peak[0] - baseline) / MB
+    grown = grown_bytes / MB
     assert grown < 200, f"the worker grew by {grown:.0f} MB while 2 GB passed"
 
 

@@ -1,0 +1,246 @@
+"""How a Ray operator runs its task through a transport: submit, record, follow or defer, and
+finish; a retry after the worker died reconnects (Airflow 3.3's ``ResumableJobMixin``)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from airflow_ray._remote.protocol import CallState
+from airflow_ray.links.ray import XCOM_KEY as LINK_XCOM_KEY
+from airflow_ray.operators.lines import LineLogger
+from airflow_ray.version_compat import ResumableJobMixin
+
+if TYPE_CHECKING:
+    from datetime import timedelta
+
+    from airflow.sdk import Context
+
+    from airflow_ray._remote.protocol import Producer, Returned
+    from airflow_ray.checkpoint.store import CheckpointStore
+    from airflow_ray.cluster.transport import Call, TaskSpec, Transport
+    from airflow_ray.hooks.ray import RayHook
+    from airflow_ray.xcom.reference import RayXComReference
+
+
+class RayTaskRunner(ResumableJobMixin):
+    """The steps of :class:`~airflow_ray.operators.ray.RayPythonOperator` that run its Ray task.
+
+    ``execute_resumable`` calls :meth:`submit_job` (whose id is stored in the task state store
+    before following), then :meth:`poll_until_complete` and :meth:`get_job_result`; a retry with
+    a stored id asks :meth:`get_job_status` and reconnects, or returns the result.
+    """
+
+    # Where the Ray task of the current try is recorded (task state store), for a retry.
+    external_id_key = "airflow_ray_call"
+
+    if TYPE_CHECKING:
+        # Provided by the operator.
+        ray_conn_id: str
+        deferrable: bool
+        poll_interval: float
+        do_xcom_push: bool
+        execution_timeout: timedelta | None
+        _call: tuple[Transport, Call] | None
+        _result: dict[str, Any]
+        _references_in: list[RayXComReference]
+
+        @property
+        def hook(self) -> RayHook: ...
+        @property
+        def transport(self) -> Transport: ...
+        @property
+        def producer(self) -> Producer: ...
+        def _bind(self, context: Context) -> None: ...
+        def _task_spec(self, transport: Transport) -> TaskSpec: ...
+        def _keeps_result(self) -> bool: ...
+        def _checkpoint_store(self) -> CheckpointStore | None: ...
+
+    def submit_job(self, context: Context) -> dict[str, Any]:
+        """Submit the Ray task; what a retry needs to find it again (stored before following)."""
+        from airflow_ray.results.handover import submit
+
+        transport = self.transport
+        spec = self._task_spec(transport)
+        store = self._checkpoint_store()
+        if store is not None:  # checked before any work: a bad bucket or key fails the task now
+            store.preflight()
+            self.log.info("The result will be checkpointed to %s", store.uri_of(self.producer))
+        keep = self._keeps_result()
+        if keep or store is not None:
+            spec.pin = self.producer
+        p = self.producer
+        spec.submission_id = _submission_id(p, context["ti"].try_number)
+        call = submit(transport, spec, self._references_in)
+        self._call = (transport, call)
+        self.log.info(
+            "Submitted Ray task %s with %s%s",
+            call.name,
+            spec.resources.as_options() or "Ray's default resources",
+            f" and {len(spec.inputs)} input(s) handed over inside the cluster" if spec.inputs else "",
+        )
+        link = transport.link(call)
+        if link:
+            context["ti"].xcom_push(key=LINK_XCOM_KEY, value=link)
+            self.log.info("Follow it in the Ray dashboard: %s", link)
+        return {"call_id": call.call_id, "name": call.name, "pinned": spec.pin is not None, "keep": keep}
+
+    def _resume(self, external_id: Any) -> Call:
+        from airflow_ray.cluster.transport import Call
+
+        call = Call(str(external_id["name"]), str(external_id["call_id"]))
+        self._call = (self.transport, call)
+        return call
+
+    def get_job_status(self, external_id: Any, context: Context) -> str:
+        state = self.transport.state(self._resume(external_id))
+        if state is CallState.UNKNOWN and external_id.get("keep") and self._pinned_returned():
+            return CallState.DONE.value  # it finished and was taken; its result is still pinned
+        return state.value
+
+    def is_job_active(self, status: str) -> bool:
+        return status == CallState.RUNNING.value
+
+    def is_job_succeeded(self, status: str) -> bool:
+        return status == CallState.DONE.value
+
+    def poll_until_complete(self, external_id: Any, context: Context) -> Any:
+        """Follow the Ray task to its end, streaming its output (or defer to the triggerer)."""
+        from airflow_ray.cluster.jobs import JobsTransport
+
+        transport, call = self.transport, self._resume(external_id)
+        if self.deferrable:
+            if isinstance(transport, JobsTransport):
+                self._defer(call, external_id)
+            self.log.warning(
+                "deferrable=True needs the Jobs API (an http:// address or transport 'jobs'); "
+                "connection %r is a driver connection, so the task runs in place.",
+                self.ray_conn_id,
+            )
+        try:
+            with LineLogger.to(self.log) as lines:
+                returned = transport.follow(call, lines.write, self.log)
+        except BaseException:
+            # Interrupted here (execution_timeout, SIGTERM) the Ray task must not run on; after
+            # a remote failure it has already ended and cancelling it changes nothing.
+            transport.cancel(call)
+            raise
+        return self._finish(call, external_id, returned)
+
+    def get_job_result(self, external_id: Any, context: Context) -> Any:
+        if "value" in self._result:
+            return self._result["value"]
+        call = self._resume(external_id)
+        self.log.info("Ray task %s finished in an earlier try: returning its result", call.name)
+        returned = self._pinned_returned() if external_id.get("keep") else None
+        if returned is None:
+            with LineLogger.to(self.log) as lines:
+                returned = self.transport.follow(call, lines.write, self.log)
+        return self._finish(call, external_id, returned)
+
+    def _defer(self, call: Call, external_id: Any) -> None:
+        from airflow_ray.triggers.ray import RayJobTrigger
+
+        operator: Any = self  # a BaseOperator: the runner is mixed into RayPythonOperator
+        operator.defer(
+            trigger=RayJobTrigger(
+                ray_conn_id=self.ray_conn_id,
+                submission_id=call.call_id,
+                task_name=call.name,
+                poll_interval=self.poll_interval,
+                resume=external_id,
+            ),
+            method_name="execute_complete",
+            timeout=self.execution_timeout,
+        )
+
+    def resume_execution(self, next_method: str, next_kwargs: dict[str, Any] | None, context: Context) -> Any:
+        """Back from deferral. A deferral that failed (``execution_timeout`` ran out while the
+        triggerer followed the job, or the trigger broke) stops the Ray job before failing."""
+        if next_method == "__fail__":
+            self._stop_recorded_job(context)
+        # The operator's MRO continues to BaseOperator.resume_execution, which the mixin's type lacks.
+        return super().resume_execution(next_method, next_kwargs, context)  # type: ignore[misc]
+
+    def _stop_recorded_job(self, context: Context) -> None:
+        from airflow_ray.cluster.jobs import JobsTransport
+
+        store = context.get("task_state_store")
+        external_id = None if store is None else store.get(self.external_id_key)
+        if not external_id or not isinstance(self.transport, JobsTransport):
+            return
+        self._bind(context)
+        call = self._resume(external_id)
+        self.log.info("Stopping Ray job %s of task %s: its deferral failed", call.call_id, call.name)
+        self.transport.cancel(call)
+
+    def execute_complete(self, context: Context, event: dict[str, Any]) -> Any:
+        """Back from the triggerer: the result's reference(s), or the callable's own error."""
+        from airflow_ray.cluster.jobs import JobsTransport, LogReader, ended_early
+        from airflow_ray.exceptions import RayTaskFailedError
+
+        self._bind(context)
+        external_id = event["resume"]
+        call = self._resume(external_id)
+        if event.get("status") == "error":
+            raise RayTaskFailedError(f"Following Ray task {call.name} failed: {event.get('message')}")
+        if event.get("status") == "ended":
+            raise ended_early(
+                event.get("info"), LogReader(preamble=list(event.get("preamble") or [])), call.name
+            )
+        transport = self.transport
+        assert isinstance(transport, JobsTransport)  # only a Jobs API task defers
+        return self._finish(call, external_id, transport.answered(call, event["record"], self.log))
+
+    # -- the result -------------------------------------------------------------------------
+
+    def _pinned_returned(self) -> Returned | None:
+        """The description of this task instance's result, as the owner pinned it, if it did."""
+        from airflow_ray._remote.protocol import Returned
+
+        p = self.producer
+        pins = [
+            pin
+            for pin in self.transport.list_pins(p.dag_id, p.run_id)
+            if pin["task_id"] == p.task_id and pin["map_index"] == p.map_index
+        ]
+        if not pins:
+            return None
+        if len(pins) == 1 and pins[0]["key"] == p.key:
+            return Returned(pins[0]["meta"])
+        return Returned({"type": "dict"}, {pin["key"]: pin["meta"] for pin in pins})
+
+    def _finish(self, call: Call, external_id: Any, returned: Returned) -> Any:
+        """What the task returns to Airflow: references to the pinned result (checkpointed first
+        with ``checkpoint=True``), or the value itself."""
+        from airflow_ray.results.outputs import PinnedOutputs
+
+        transport = self.transport
+        if not external_id.get("pinned"):
+            value = None
+            if self.do_xcom_push:
+                value = transport.take(call)
+            else:
+                transport.forget(call)
+            self._result["value"] = value
+            return value
+        transport.forget(call)
+        outputs = PinnedOutputs(transport, self.producer, returned)
+        checkpoints = {}
+        store = self._checkpoint_store()
+        if store is not None:
+            with LineLogger.to(self.log) as lines:
+                checkpoints = outputs.checkpoint(store, None, lines.write, self.log)
+        if external_id.get("keep"):
+            value = outputs.references(self.ray_conn_id, checkpoints)
+        else:  # pinned only so that the checkpoint could be written from the cluster
+            value = outputs.fetch_and_release(fetch=self.do_xcom_push)
+        self._result["value"] = value
+        return value
+
+
+def _submission_id(producer: Producer, try_number: int) -> str:
+    """The Ray job id of one try of one task instance: a second submission finds the first."""
+    from airflow_ray.cluster.jobs import submission_id_for
+
+    p = producer
+    return submission_id_for(p.dag_id, p.task_id, p.run_id, p.map_index, try_number)

@@ -77,3 +77,35 @@ def test_connect_timeout_comes_from_config(monkeypatch):
     with pytest.raises(RayConfigurationError, match="connect_timeout = '-2'"):
         RayHook().connect_timeout
     assert RayHook(connect_timeout=3).connect_timeout == 3
+
+
+@pytest.mark.parametrize(
+    ("host", "extra", "jobs"),
+    [
+        ("http://head:8265", {}, True),
+        ("https://head", {}, True),
+        ("head:6379", {}, False),
+        ("head:6379", {"transport": "jobs", "dashboard_url": "http://head:8265"}, True),
+        ("", {"transport": "jobs"}, True),
+        ("", {}, False),
+    ],
+)
+def test_the_transport_follows_the_address_or_the_transport_field(conn_env, host, extra, jobs):
+    from airflow_ray.cluster.driver import DriverTransport
+    from airflow_ray.cluster.jobs import JobsTransport
+
+    conn_env("ray_pick", host=host, extra=extra)
+    transport = RayHook("ray_pick").get_transport()
+    assert isinstance(transport, JobsTransport if jobs else DriverTransport)
+
+
+def test_a_dashboard_address_with_transport_driver_is_refused(conn_env):
+    conn_env("ray_mixed", host="http://head:8265", extra={"transport": "driver"})
+    with pytest.raises(RayConfigurationError, match="GCS address"):
+        RayHook("ray_mixed").get_transport()
+
+
+def test_an_unknown_transport_is_named(conn_env):
+    conn_env("ray_bad", host="head", extra={"transport": "grpc"})
+    with pytest.raises(RayConfigurationError, match="transport='grpc' is not one of auto, driver, jobs"):
+        RayHook("ray_bad").settings

@@ -1,0 +1,97 @@
+"""The Jobs API transport's own logic, without a cluster: the log reader, answers, ids, packages."""
+
+from __future__ import annotations
+
+import io
+import json
+import zipfile
+
+import pytest
+
+from airflow_ray._remote.job_entry import MARK, record
+from airflow_ray._remote.protocol import CallError, CallState, ErrorKind, PollReply, Returned
+from airflow_ray.cluster.jobs import LogReader, _remote_package, ended_early, outcome, submission_id_for
+from airflow_ray.exceptions import RayConfigurationError, RayResultTooLargeError, RayTaskFailedError
+
+
+def test_the_reader_skips_rays_start_up_lines_and_keeps_partial_lines_for_later():
+    reader = LogReader()
+    log = (
+        "INFO worker.py -- Connecting to existing Ray cluster\n" + record("begin", call_id="1") + "\nfirst li"
+    )
+    assert list(reader.feed(log)) == []
+    assert reader.began and reader.preamble == ["INFO worker.py -- Connecting to existing Ray cluster"]
+    log += "ne\nsecond line\n" + record("end", reply={}) + "\n"
+    assert list(reader.feed(log)) == ["first line\n", "second line\n"]
+    assert reader.answer("end") == {"event": "end", "reply": {}}
+
+
+def test_a_final_read_flushes_the_last_line_without_a_newline():
+    reader = LogReader()
+    text = record("begin", call_id="1") + "\nno newline at the end"
+    assert list(reader.feed(text)) == []
+    assert list(reader.feed(text, final=True)) == ["no newline at the end\n"]
+
+
+def test_a_line_that_only_mentions_the_mark_is_output():
+    reader = LogReader(began=True)
+    assert list(reader.feed(f"print({MARK!r})\n")) == [f"print({MARK!r})\n"]
+    assert reader.records == []
+
+
+def end_record(reply: PollReply) -> dict:
+    wire = reply.to_wire()
+    if wire["error"] is not None and wire["error"]["pickled"] is not None:
+        import base64
+
+        wire["error"]["pickled"] = base64.b64encode(wire["error"]["pickled"]).decode()
+    return json.loads(record("end", reply=wire)[len(MARK) + 1 :])
+
+
+def test_an_end_record_gives_the_result_description():
+    returned = Returned({"type": "dict"}, {"a": {"type": "int"}})
+    assert outcome(end_record(PollReply(CallState.DONE, returned=returned)), "t", "w", None) == returned
+
+
+def test_an_end_record_with_the_callables_error_raises_it_here():
+    import pickle
+
+    error = CallError(ErrorKind.CALLABLE, "Traceback ...\nKeyError: 'x'", pickle.dumps(KeyError("x")))
+    with pytest.raises(KeyError):
+        outcome(end_record(PollReply(CallState.FAILED, error=error)), "t", "w", None)
+
+
+def test_other_answers_are_clear_errors():
+    with pytest.raises(RayConfigurationError, match="GPU=1; the largest node offers CPU=2, GPU=0"):
+        outcome(
+            {"event": "infeasible", "demand": {"CPU": 1, "GPU": 1}, "largest": {"CPU": 2, "GPU": 0}},
+            "t",
+            "w",
+            None,
+        )
+    with pytest.raises(RayResultTooLargeError, match="5000000 bytes pickled"):
+        outcome({"event": "too_big", "size": 5_000_000}, "t", "connection 'ray_jobs'", None)
+    failed = ended_early(
+        {"status": "FAILED", "message": "entrypoint exited 1"}, LogReader(preamble=["boom"]), "d.t"
+    )
+    assert (
+        isinstance(failed, RayTaskFailedError)
+        and "FAILED: entrypoint exited 1" in str(failed)
+        and "boom" in str(failed)
+    )
+
+
+def test_submission_ids_are_the_same_for_a_try_and_differ_between_tries():
+    first = submission_id_for("dag", "task", "manual__2026-01-01T00:00:00+00:00", -1, 1)
+    assert first == submission_id_for("dag", "task", "manual__2026-01-01T00:00:00+00:00", -1, 1)
+    assert first != submission_id_for("dag", "task", "manual__2026-01-01T00:00:00+00:00", -1, 2)
+    assert first != submission_id_for("dag", "task", "manual__2026-01-01T00:00:00+00:00", 0, 1)
+    assert first.startswith("airflow-ray-dag-task-") and all(c.isalnum() or c in "-_" for c in first)
+
+
+def test_the_cluster_package_holds_only_the_remote_code_and_is_content_addressed():
+    uri, data = _remote_package()
+    names = zipfile.ZipFile(io.BytesIO(data)).namelist()
+    assert "airflow_ray/__init__.py" in names and "airflow_ray/_remote/job_entry.py" in names
+    assert all(name == "airflow_ray/__init__.py" or name.startswith("airflow_ray/_remote/") for name in names)
+    assert uri.startswith("gcs://_ray_pkg_") and uri == _remote_package.__wrapped__()[0]

@@ -166,6 +166,16 @@ def test_deferred_tasks_free_the_only_slot(deployment: Deployment):
     for i in range(3):
         log = deployment.task_log("jobs_deferred", run_id, f"wait_{i}")
         assert f"task {i} second 19" in log, log[-3000:]
+    # The task page's "Ray job" link, as the UI asks for it, points at the job in the dashboard.
+    links = deployment.call("GET", f"/api/v2/dags/jobs_deferred/dagRuns/{run_id}/taskInstances/wait_0/links")
+    link = links["extra_links"]["Ray job"]
+    dashboard, _, job_id = link.partition("/#/jobs/")
+    token = (deployment.home / "ray" / "auth_token").read_text().strip()
+    request = urllib.request.Request(
+        f"{dashboard}/api/jobs/{job_id}", headers={"Authorization": f"Bearer {token}"}
+    )
+    with urllib.request.urlopen(request, timeout=10) as answer:
+        assert json.load(answer)["status"] == "SUCCEEDED"
 
 
 def test_a_killed_task_process_reconnects_to_its_ray_work(deployment: Deployment, tmp_path: Path):

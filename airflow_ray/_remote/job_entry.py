@@ -25,10 +25,10 @@ import sys
 import time
 from typing import Any
 
+from airflow_ray._remote import pins
 from airflow_ray._remote.protocol import CallState, PollReply
 
 MARK = "@@airflow-ray@@"
-OWNER_PREFIX = "airflow_ray_owner"
 PAYLOAD_NAME = "payload.pkl"
 _POLL_INTERVAL = 0.5
 
@@ -77,31 +77,7 @@ Request = dict[str, Any]
 
 
 def _owner(spec: dict[str, Any]) -> Any:
-    import ray
-
-    from airflow_ray._remote.owner_actor import OwnerActor
-
-    actor_class: Any = ray.remote(OwnerActor)
-    owner = actor_class.options(
-        name=spec["name"],
-        namespace=spec["namespace"],
-        lifetime="detached",
-        get_if_exists=True,
-        num_cpus=0,
-        max_restarts=0,
-        max_concurrency=1000,
-    ).remote(spec["keep_runs"], spec["pin_ttl"])
-    ray.get(owner.configure.remote(spec["keep_runs"], spec["pin_ttl"]))
-    return owner
-
-
-def _find(name: str, namespace: str) -> Any | None:
-    import ray
-
-    try:
-        return ray.get_actor(name, namespace=namespace)
-    except ValueError:
-        return None
+    return pins.get_owner(spec["name"], spec["namespace"], spec["keep_runs"], spec["pin_ttl"])
 
 
 def run(request: Request, out: _Writer) -> None:
@@ -116,7 +92,8 @@ def run(request: Request, out: _Writer) -> None:
         out.record("infeasible", demand=args["demand"], largest=shortfall)
         return
     owner = _owner(request["owner"])
-    inputs = [_input(key, name, request["owner"]) for key, name in args["inputs"]]
+    current, namespace = request["owner"]["name"], request["owner"]["namespace"]
+    inputs = [pins.submit_input(key, made_by, current, namespace) for key, made_by in args["inputs"]]
     keys = [item for item in inputs if isinstance(item, str)]
     missing = sorted(set(keys) - set(ray.get(owner.held.remote(keys)))) if keys else []
     if missing:
@@ -165,18 +142,6 @@ def run(request: Request, out: _Writer) -> None:
     out.record("end", reply=wire)
 
 
-def _input(key: str, owner_name: str, current: dict[str, Any]) -> Any:
-    """A pin key of the current owner, or ``[ObjectRef]`` still held by an older owner."""
-    import ray
-
-    if owner_name != current["name"]:
-        older = _find(owner_name, current["namespace"])
-        held = None if older is None else ray.get(older.get.remote(key))
-        if held is not None:
-            return held
-    return key
-
-
 def _dumps(value: Any) -> bytes:
     import ray.cloudpickle as cloudpickle
 
@@ -185,15 +150,12 @@ def _dumps(value: Any) -> bytes:
 
 def held(request: Request, out: _Writer) -> None:
     """Which pin keys are held, by the owner that made them or by this code's owner."""
-    import ray
-
-    found: list[str] = []
-    for key, owner_name in request["arguments"]["pins"]:
-        for name in dict.fromkeys((owner_name, request["owner"]["name"])):
-            owner = _find(name, request["owner"]["namespace"])
-            if owner is not None and ray.get(owner.get.remote(key)) is not None:
-                found.append(key)
-                break
+    current, namespace = request["owner"]["name"], request["owner"]["namespace"]
+    found = [
+        key
+        for key, made_by in request["arguments"]["pins"]
+        if pins.pinned_ref(key, made_by, current, namespace) is not None
+    ]
     out.record("answer", value=found)
 
 
@@ -201,62 +163,32 @@ def fetch(request: Request, out: _Writer) -> None:
     """The value pinned under a key, when it is small enough to travel through the log."""
     import ray
 
-    key, owner_name, limit = (request["arguments"][name] for name in ("pin", "owner", "max_bytes"))
-    for name in dict.fromkeys((owner_name, request["owner"]["name"])):
-        owner = _find(name, request["owner"]["namespace"])
-        held = None if owner is None else ray.get(owner.get.remote(key))
-        if held is not None:
-            data = _dumps(ray.get(held[0]))
-            if len(data) > limit:
-                out.record("too_big", size=len(data))
-            else:
-                out.record("value", data=encode_bytes(data))
-            return
-    out.record("missing")
+    args, owner = request["arguments"], request["owner"]
+    ref = pins.pinned_ref(args["pin"], args["owner"], owner["name"], owner["namespace"])
+    if ref is None:
+        out.record("missing")
+        return
+    data = _dumps(ray.get(ref))
+    if len(data) > args["max_bytes"]:
+        out.record("too_big", size=len(data))
+    else:
+        out.record("value", data=encode_bytes(data))
 
 
 def release(request: Request, out: _Writer) -> None:
-    import ray
-
-    released = 0
-    by_owner: dict[str, list[str]] = {}
-    for key, owner_name in request["arguments"]["pins"]:
-        by_owner.setdefault(owner_name, []).append(key)
-    for name, keys in by_owner.items():
-        owner = _find(name, request["owner"]["namespace"])
-        if owner is not None:
-            released += ray.get(owner.release.remote(keys))
-    out.record("answer", value=released)
-
-
-def _owners(namespace: str) -> list[Any]:
-    """Every owner actor in ``namespace``: this code's and those of earlier versions still alive."""
-    import ray
-
-    names = [
-        a["name"]
-        for a in ray.util.list_named_actors(all_namespaces=True)
-        if a["namespace"] == namespace and a["name"].startswith(OWNER_PREFIX)
-    ]
-    return [owner for owner in (_find(name, namespace) for name in names) if owner is not None]
+    pairs = [(key, made_by) for key, made_by in request["arguments"]["pins"]]
+    out.record("answer", value=pins.release(pairs, request["owner"]["namespace"]))
 
 
 def list_pins(request: Request, out: _Writer) -> None:
-    import ray
-
     args = request["arguments"]
-    owners = _owners(request["owner"]["namespace"])
-    listed = ray.get([owner.list_pins.remote(args["dag_id"], args["run_id"]) for owner in owners])
-    out.record("answer", value=[pin for pins in listed for pin in pins])
+    out.record("answer", value=pins.list_pins(request["owner"]["namespace"], args["dag_id"], args["run_id"]))
 
 
 def release_matching(request: Request, out: _Writer) -> None:
-    import ray
-
     args = request["arguments"]
-    owners = _owners(request["owner"]["namespace"])
-    released = ray.get([owner.release_matching.remote(args["dag_id"], args["run_id"]) for owner in owners])
-    out.record("answer", value=sum(released))
+    released = pins.release_matching(request["owner"]["namespace"], args["dag_id"], args["run_id"])
+    out.record("answer", value=released)
 
 
 COMMANDS = {

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import logging
 import pickle
-from collections import defaultdict
 from collections.abc import Callable
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
+from airflow_ray._remote import pins
 from airflow_ray._remote.protocol import CallError, CallState, ErrorKind, PollReply, Returned
 from airflow_ray.cluster.transport import Call, Input, OwnedResults, TaskSpec, raise_call_error
 from airflow_ray.exceptions import RayConfigurationError, RayTaskFailedError
@@ -59,7 +59,7 @@ class DriverTransport(OwnedResults):
         runtime_env = {**self.hook.settings.runtime_env, **spec.runtime_env}
         if runtime_env:
             options["runtime_env"] = runtime_env
-        inputs = [self._input_wire(item) for item in spec.inputs]
+        inputs = [pins.submit_input(i.pin, i.owner, self.owner_name, self.namespace) for i in spec.inputs]
         try:
             call_id = ray.get(
                 owner.submit.remote(
@@ -83,17 +83,6 @@ class DriverTransport(OwnedResults):
                 f"Ray refused task {spec.name} with options {options!r}: {err}"
             ) from err
         return Call(spec.name, call_id)
-
-    def _input_wire(self, item: Input) -> Any:
-        """A pin key of this code's owner, or ``[ObjectRef]`` held by an older owner."""
-        import ray
-
-        if item.owner != self.owner_name:
-            older = self._find(item.owner)
-            held = None if older is None else ray.get(older.get.remote(item.pin))
-            if held is not None:
-                return held
-        return item.pin
 
     def follow(self, call: Call, on_output: Callable[[str], None], log: Any) -> Returned:
         import ray
@@ -153,24 +142,9 @@ class DriverTransport(OwnedResults):
 
     # -- results kept in the cluster --------------------------------------------------------
 
-    def _find(self, name: str) -> Any | None:
-        """The owner actor called ``name``, or ``None``: looking never creates one."""
-        from airflow_ray.cluster.owner import find_owner
-
-        self.hook.get_conn()
-        return find_owner(name, self.namespace)
-
     def _ref(self, item: Input) -> Any | None:
-        """The ObjectRef pinned for ``item``: by the owner that made it, or by this code's owner
-        (where a restore from a checkpoint puts it)."""
-        import ray
-
-        for name in dict.fromkeys((item.owner, self.owner_name)):
-            owner = self._find(name)
-            held = None if owner is None else ray.get(owner.get.remote(item.pin))
-            if held is not None:
-                return held[0]
-        return None
+        self.hook.get_conn()
+        return pins.pinned_ref(item.pin, item.owner, self.owner_name, self.namespace)
 
     def missing(self, inputs: list[Input]) -> list[Input]:
         return [item for item in inputs if self._ref(item) is None]
@@ -184,31 +158,13 @@ class DriverTransport(OwnedResults):
         return ray.get(ref)
 
     def release(self, inputs: list[Input]) -> int:
-        import ray
-
-        by_owner: dict[str, list[str]] = defaultdict(list)
-        for item in inputs:
-            by_owner[item.owner].append(item.pin)
-        released = 0
-        for name, keys in by_owner.items():
-            owner = self._find(name)
-            if owner is not None:  # a gone owner has released everything already
-                released += ray.get(owner.release.remote(keys))
-        return released
-
-    def _all_owners(self) -> list[Any]:
-        from airflow_ray.cluster.owner import all_owners
-
         self.hook.get_conn()
-        return all_owners(self.namespace)
+        return pins.release([(item.pin, item.owner) for item in inputs], self.namespace)
 
     def list_pins(self, dag_id: str | None = None, run_id: str | None = None) -> list[dict[str, Any]]:
-        import ray
-
-        listed = ray.get([owner.list_pins.remote(dag_id, run_id) for owner in self._all_owners()])
-        return [pin for pins in listed for pin in pins]
+        self.hook.get_conn()
+        return pins.list_pins(self.namespace, dag_id, run_id)
 
     def release_matching(self, dag_id: str | None = None, run_id: str | None = None) -> int:
-        import ray
-
-        return sum(ray.get([owner.release_matching.remote(dag_id, run_id) for owner in self._all_owners()]))
+        self.hook.get_conn()
+        return pins.release_matching(self.namespace, dag_id, run_id)

@@ -166,9 +166,6 @@ class JobsTransport(OwnedResults):
         client.version()  # fails in seconds with the cause: nothing there, no dashboard, bad token
         return client
 
-    def job_url(self, call: Call) -> str:
-        return self.endpoint.job_url(call.call_id)
-
     # -- submitting jobs --------------------------------------------------------------------
 
     def _owner_spec(self) -> dict[str, Any]:
@@ -224,6 +221,15 @@ class JobsTransport(OwnedResults):
             }
         )
 
+    def _look(self, submission_id: str, reader: LogReader) -> tuple[dict[str, Any] | None, bool, list[str]]:
+        """One look at a job: its status (``None``: no such job), whether it has ended, and the
+        output lines of its log that ``reader`` has not seen yet."""
+        info = self.client.info(submission_id)
+        if info is None:
+            return None, True, []
+        final = info.get("status") in TERMINAL_STATES
+        return info, final, list(reader.feed(self.client.logs(submission_id), final=final))
+
     def submit(self, spec: TaskSpec) -> Call:
         from airflow_ray import config
 
@@ -256,9 +262,7 @@ class JobsTransport(OwnedResults):
         reader = LogReader()
         deadline = time.monotonic() + _ANSWER_TIMEOUT
         while time.monotonic() < deadline:
-            info = self.client.info(call.call_id)
-            final = info is None or info.get("status") in TERMINAL_STATES
-            list(reader.feed(self.client.logs(call.call_id), final=final))
+            _, final, _ = self._look(call.call_id, reader)
             missing = reader.answer("missing")
             if missing is not None:
                 raise RayInputsMissingError(
@@ -275,17 +279,13 @@ class JobsTransport(OwnedResults):
         held = set(self._ask("held", {"pins": [[item.pin, item.owner] for item in inputs]})["value"])
         return [item for item in inputs if item.pin not in held]
 
-    def exists(self, submission_id: str) -> dict[str, Any] | None:
-        return self.client.info(submission_id)
-
     # -- following --------------------------------------------------------------------------
 
     def follow(self, call: Call, on_output: Callable[[str], None], log: Any) -> Returned:
         reader = LogReader()
         while True:
-            info = self.client.info(call.call_id)
-            final = info is None or info.get("status") in TERMINAL_STATES
-            for line in reader.feed(self.client.logs(call.call_id), final=final):
+            info, final, lines = self._look(call.call_id, reader)
+            for line in lines:
                 on_output(line)
             record = reader.answer("end", "infeasible", "too_big")
             if record is not None:
@@ -300,12 +300,10 @@ class JobsTransport(OwnedResults):
         return outcome(record, call.name, self.hook.describe(), log)
 
     def state(self, call: Call) -> CallState:
-        info = self.client.info(call.call_id)
+        reader = LogReader()
+        info, final, _ = self._look(call.call_id, reader)
         if info is None:
             return CallState.UNKNOWN
-        final = info.get("status") in TERMINAL_STATES
-        reader = LogReader()
-        list(reader.feed(self.client.logs(call.call_id), final=final))
         record = reader.answer("end", "infeasible", "too_big")
         if record is not None:
             done = record["event"] == "end" and record["reply"]["state"] == CallState.DONE.value
@@ -347,9 +345,7 @@ class JobsTransport(OwnedResults):
         deadline = time.monotonic() + _ANSWER_TIMEOUT
         try:
             while time.monotonic() < deadline:
-                info = self.client.info(submission_id)
-                final = info is None or info.get("status") in TERMINAL_STATES
-                list(reader.feed(self.client.logs(submission_id), final=final))
+                info, final, _ = self._look(submission_id, reader)
                 record = reader.answer("answer", "value", "too_big", "missing")
                 if record is not None:
                     return record

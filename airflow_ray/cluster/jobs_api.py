@@ -8,7 +8,6 @@ connection and says what to fix.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -211,7 +210,3 @@ class AsyncJobsClient:
 def _package_path(uri: str) -> str:
     protocol, _, name = uri.partition("://")
     return f"/api/packages/{protocol}/{name}"
-
-
-def dumps(document: Any) -> str:
-    return json.dumps(document, sort_keys=True)

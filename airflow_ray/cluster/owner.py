@@ -1,4 +1,5 @@
-"""Finding and creating the owner actor (its body is :mod:`airflow_ray._remote.owner_actor`)."""
+"""The owner actor's name (its body is :mod:`airflow_ray._remote.owner_actor`; finding and
+creating it, :mod:`airflow_ray._remote.pins`)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,10 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-OWNER_NAME = "airflow_ray_owner"
+from airflow_ray._remote import pins
+from airflow_ray._remote.pins import OWNER_PREFIX, all_owners, find_owner
+
+__all__ = ["OWNER_PREFIX", "all_owners", "find_owner", "get_owner", "owner_name"]
 
 
 @cache
@@ -25,49 +29,13 @@ def owner_name() -> str:
     for source in sorted(Path(_remote.__file__).parent.glob("*.py")):
         digest.update(source.name.encode())
         digest.update(source.read_bytes())
-    return f"{OWNER_NAME}_{digest.hexdigest()[:10]}"
-
-
-def find_owner(name: str, namespace: str) -> Any | None:
-    """The owner actor called ``name`` in ``namespace``, or ``None`` when it is gone."""
-    import ray
-
-    try:
-        return ray.get_actor(name, namespace=namespace)
-    except ValueError:
-        return None
-
-
-def all_owners(namespace: str) -> list[Any]:
-    """Every owner actor in ``namespace``: this code's and those of earlier versions still alive."""
-    import ray
-
-    names = [
-        a["name"] for a in ray.util.list_named_actors(all_namespaces=True) if a["namespace"] == namespace
-    ]
-    owners = [find_owner(name, namespace) for name in names if name.startswith(OWNER_NAME)]
-    return [owner for owner in owners if owner is not None]
+    return f"{OWNER_PREFIX}_{digest.hexdigest()[:10]}"
 
 
 def get_owner(namespace: str, keep_runs: int, pin_ttl: float) -> Any:
-    """The cluster's owner actor in ``namespace`` for this code, created on first use.
+    """This code's owner actor in ``namespace``, created on first use.
 
     The caller has registered :mod:`airflow_ray._remote` by value
     (:func:`~airflow_ray.cluster.byvalue.register_by_value`).
     """
-    import ray
-
-    from airflow_ray._remote.owner_actor import OwnerActor
-
-    actor_class = ray.remote(OwnerActor)
-    owner: Any = actor_class.options(
-        name=owner_name(),
-        namespace=namespace,
-        lifetime="detached",
-        get_if_exists=True,
-        num_cpus=0,
-        max_restarts=0,
-        max_concurrency=1000,
-    ).remote(keep_runs, pin_ttl)
-    ray.get(owner.configure.remote(keep_runs, pin_ttl))
-    return owner
+    return pins.get_owner(owner_name(), namespace, keep_runs, pin_ttl)

@@ -66,6 +66,18 @@ def _positive_int(option: str, default: int | None) -> int | None:
     return int(number)
 
 
+def _non_negative_int(option: str, default: int) -> int:
+    value = _get(option)
+    if value is None:
+        return default
+    if not value.strip().isdigit():
+        raise RayConfigurationError(
+            f"[{SECTION}] {option} = {value!r} is not a whole number of 0 or more; "
+            f"set AIRFLOW__{SECTION.upper()}__{option.upper()} to a number such as {default}."
+        )
+    return int(value)
+
+
 def connect_timeout() -> float:
     """Seconds a connection to a cluster may take before it fails (default 30)."""
     timeout = _positive_float("connect_timeout", DEFAULT_CONNECT_TIMEOUT)
@@ -99,6 +111,27 @@ def pin_ttl() -> float:
     value = _positive_float("pin_ttl", DEFAULT_PIN_TTL)
     assert value is not None
     return value
+
+
+DEFAULT_ORPHAN_TIMEOUT = 900.0
+
+
+def orphan_timeout() -> float:
+    """Seconds after which the owner stops a Ray task that nobody follows any more (its Airflow
+    task process died and no retry reconnected to it). Default 15 minutes: more than Airflow's
+    default heartbeat timeout and retry delay (5 minutes each), so that a retry finds it running."""
+    value = _positive_float("orphan_timeout", DEFAULT_ORPHAN_TIMEOUT)
+    assert value is not None
+    return value
+
+
+DEFAULT_INLINE_MAX_BYTES = 64 * 1024
+
+
+def inline_max_bytes() -> int:
+    """With RayXComBackend: results up to this size that Airflow's serializer can store stay in
+    the XCom row itself, as with Airflow's own backend (default 64 KB; 0: always a reference)."""
+    return _non_negative_int("inline_max_bytes", DEFAULT_INLINE_MAX_BYTES)
 
 
 def checkpoint_conn_id() -> str:

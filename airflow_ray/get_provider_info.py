@@ -118,6 +118,25 @@ def get_provider_info() -> dict[str, Any]:
                         "example": "3600",
                         "default": "86400",
                     },
+                    "orphan_timeout": {
+                        "description": "Seconds after which a Ray task that nobody follows any more is "
+                        "stopped: its Airflow task process died and no retry reconnected to it. Longer "
+                        "than the scheduler's task_instance_heartbeat_timeout plus the task's "
+                        "retry_delay, so that a retry finds the task still running.",
+                        "version_added": "0.2.0",
+                        "type": "float",
+                        "example": "1800",
+                        "default": "900",
+                    },
+                    "inline_max_bytes": {
+                        "description": "With RayXComBackend: a result of a Ray task up to this many "
+                        "bytes that Airflow's own XCom serializer can store is kept in the XCom row "
+                        "itself (readable in the UI) instead of the cluster. 0: always a reference.",
+                        "version_added": "0.2.0",
+                        "type": "integer",
+                        "example": "0",
+                        "default": "65536",
+                    },
                     "checkpoint_conn_id": {
                         "description": "The Airflow AWS connection for checkpoints on S3 (its extra "
                         "may hold an endpoint_url for an S3-compatible server).",

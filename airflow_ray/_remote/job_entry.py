@@ -102,7 +102,15 @@ def run(request: Request, out: _Writer) -> None:
         return
     call_id = ray.get(
         owner.submit.remote(
-            args["fn"], args["args"], args["kwargs"], inputs, args["options"], args["producer"], args["split"]
+            args["fn"],
+            args["args"],
+            args["kwargs"],
+            inputs,
+            args["options"],
+            args["producer"],
+            args["split"],
+            request["owner"].get("orphan_timeout"),
+            args.get("requires"),
         )
     )
 

@@ -41,12 +41,15 @@ class _Call:
 
     generator: Any
     producer: Producer | None  # where to pin the result; None: the caller takes it
+    orphan_timeout: float | None = None  # cancel it when nobody asked about it for this long
     output: list[str] = field(default_factory=list)
     state: CallState = CallState.RUNNING
     error: CallError | None = None
     returned: Returned | None = None
     result: Any = None  # ObjectRef of the return value, or {key: ObjectRef} for a split dict
     finished_at: float = 0.0
+    seen_at: float = field(default_factory=time.monotonic)  # last asked about (poll, take, ...)
+    stop_reason: str | None = None  # why the owner cancelled it
     changed: asyncio.Event = field(default_factory=asyncio.Event)
 
 
@@ -69,6 +72,9 @@ class OwnerActor:
         self._next_id = 0
         self._sweeper: asyncio.Task[None] | None = None
         self._run: Any = None
+        # The newest try of each task instance that submitted here: an older try's call is
+        # stopped, and its result never pinned (see Producer.try_number).
+        self._newest_try: dict[tuple[str, str, str, int], int] = {}
 
     def configure(self, keep_runs: int, pin_ttl: float) -> None:
         """Apply the current ``[ray]`` retention settings (the actor outlives config changes)."""
@@ -86,14 +92,22 @@ class OwnerActor:
         options: dict[str, Any],
         producer: dict[str, Any] | None,
         split_dict: bool,
+        orphan_timeout: float | None = None,
+        requires: list[tuple[str, str]] | None = None,
     ) -> str:
         """Start ``fn`` as a Ray task and return the call id to poll.
 
         :param inputs: what the ``ref_slot`` markers in ``args``/``kwargs`` stand for: a pin key
             (resolved here) or ``[ObjectRef]``. They are passed as top-level task arguments, so
             Ray resolves them in the worker, zero-copy where it can.
+        :param options: Ray task options. Ray does not retry the task unless they say so
+            (``max_retries``): retries are Airflow's.
         :param producer: pin the result under this XCom (each value of a dict result under its
-            own key with ``split_dict``); ``None``: the caller takes the result.
+            own key with ``split_dict``); ``None``: the caller takes the result. A call of an
+            earlier try of the same task instance that still runs is stopped.
+        :param orphan_timeout: stop the task when nobody polled it for this many seconds (its
+            Airflow worker died and no retry came back for it).
+        :param requires: ``(package, what needs it)`` that the task checks before the callable.
         :raises LookupError: naming the pin keys that are not held here.
         """
         import ray
@@ -102,17 +116,38 @@ class OwnerActor:
         if missing:
             raise LookupError(f"not pinned by this owner: {', '.join(missing)}")
         refs = [self._pins[item].ref if isinstance(item, str) else item[0] for item in inputs]
+        pin = None if producer is None else Producer.from_wire(producer)
+        if pin is not None and pin.try_number:
+            self._supersede(pin)
         self._ensure_sweeper()
         if self._run is None:
             self._run = ray.remote(run_streaming)
-        remote = self._run.options(**options, num_returns="streaming")
-        generator = remote.remote(fn, args, kwargs, split_dict, *refs)
+        remote = self._run.options(**{"max_retries": 0, **options}, num_returns="streaming")
+        generator = remote.remote(
+            fn, args, kwargs, split_dict, *refs, requires=tuple(tuple(r) for r in requires or ())
+        )
         self._next_id += 1
         call_id = f"{self._next_id}-{time.time_ns()}"
-        call = _Call(generator, None if producer is None else Producer.from_wire(producer))
+        call = _Call(generator, pin, orphan_timeout)
         self._calls[call_id] = call
         asyncio.get_running_loop().create_task(self._follow(call))
         return call_id
+
+    def _supersede(self, producer: Producer) -> None:
+        """Record ``producer``'s try as its task instance's newest; stop the calls of older tries."""
+        instance = producer.task_instance
+        if self._newest_try.get(instance, 0) >= producer.try_number:
+            return
+        self._newest_try[instance] = producer.try_number
+        for call in self._calls.values():
+            old = call.producer
+            if (
+                call.state is CallState.RUNNING
+                and old is not None
+                and old.task_instance == instance
+                and old.try_number < producer.try_number
+            ):
+                self._stop(call, f"try {producer.try_number} of the task started over")
 
     async def _follow(self, call: _Call) -> None:
         import ray
@@ -124,7 +159,9 @@ class OwnerActor:
                     call.output.append(event.text)
                     call.changed.set()
                 elif isinstance(event, Failure):
-                    call.error = CallError(ErrorKind.CALLABLE, event.traceback, event.pickled)
+                    call.error = CallError(
+                        ErrorKind.CALLABLE, event.traceback, event.pickled, event.type_name
+                    )
                     break
                 else:
                     call.returned = event
@@ -136,11 +173,21 @@ class OwnerActor:
             else:
                 call.error = CallError(ErrorKind.TASK, "the task ended without a result")
         except ray.exceptions.TaskCancelledError:
-            call.error = CallError(ErrorKind.TASK, "the task was cancelled")
+            call.error = CallError(ErrorKind.TASK, f"the task was cancelled{_because(call.stop_reason)}")
+        except ray.exceptions.OutOfMemoryError as err:
+            call.error = CallError(ErrorKind.TASK, out_of_memory(err))
         except ray.exceptions.RayError as err:
             call.error = CallError(ErrorKind.TASK, f"{type(err).__name__}: {err}")
         if call.error is None and call.producer is not None:
-            self._pin_result(call)
+            newest = self._newest_try.get(call.producer.task_instance, 0)
+            if call.producer.try_number < newest:
+                # A late copy (of a try whose worker died) never replaces a newer try's result.
+                call.error = CallError(
+                    ErrorKind.TASK,
+                    f"its result came after try {newest} of the task had started over, and was dropped",
+                )
+            else:
+                self._pin_result(call)
         call.state = CallState.FAILED if call.error else CallState.DONE
         call.finished_at = time.time()
         call.changed.set()
@@ -156,6 +203,15 @@ class OwnerActor:
         self._apply_retention(call.producer.dag_id)
 
     def pin(self, producer: Producer, ref: Any, meta: dict[str, Any], created: float) -> None:
+        if producer.try_number:
+            # What earlier tries of the task instance pinned is no XCom's any more.
+            for key in [
+                k
+                for k, p in self._pins.items()
+                if p.producer.task_instance == producer.task_instance
+                and 0 < p.producer.try_number < producer.try_number
+            ]:
+                del self._pins[key]
         self._pins[producer.pin_key] = _Pin(ref, producer, meta, created)
 
     async def poll(self, call_id: str, offset: int, timeout: float) -> dict[str, Any]:
@@ -164,6 +220,7 @@ class OwnerActor:
         call = self._calls.get(call_id)
         if call is None:
             return PollReply(CallState.UNKNOWN, offset=offset).to_wire()
+        call.seen_at = time.monotonic()
         if offset >= len(call.output) and call.state is CallState.RUNNING:
             call.changed.clear()
             try:
@@ -180,13 +237,17 @@ class OwnerActor:
         return [None if call is None else call.result]
 
     async def cancel(self, call_id: str) -> bool:
-        import ray
-
         call = self._calls.get(call_id)
         if call is None or call.state is not CallState.RUNNING:
             return False
-        ray.cancel(call.generator, force=True)
+        self._stop(call, None)
         return True
+
+    def _stop(self, call: _Call, reason: str | None) -> None:
+        import ray
+
+        call.stop_reason = reason
+        ray.cancel(call.generator, force=True)
 
     # -- pins -------------------------------------------------------------------------------
 
@@ -233,8 +294,33 @@ class OwnerActor:
 
     async def _sweep_forever(self) -> None:
         while True:
-            await asyncio.sleep(SWEEP_INTERVAL)
+            await asyncio.sleep(self._sweep_interval())
             self.sweep()
+            self.stop_orphans()
+
+    def _sweep_interval(self) -> float:
+        """Often enough to stop an orphan within a third of its timeout past it."""
+        timeouts = [c.orphan_timeout for c in self._calls.values() if c.orphan_timeout and not c.finished_at]
+        return max(min([SWEEP_INTERVAL, *(t / 3 for t in timeouts)]), 0.5)
+
+    def stop_orphans(self, now: float | None = None) -> list[str]:
+        """Stop the running calls nobody asked about for longer than their ``orphan_timeout``."""
+        now = time.monotonic() if now is None else now
+        stopped = []
+        for call_id, call in self._calls.items():
+            if (
+                call.state is CallState.RUNNING
+                and call.orphan_timeout
+                and call.stop_reason is None
+                and now - call.seen_at > call.orphan_timeout
+            ):
+                self._stop(
+                    call,
+                    f"nobody followed it for {call.orphan_timeout:g} s ([ray] orphan_timeout): "
+                    f"its Airflow task process had died and no retry reconnected to it",
+                )
+                stopped.append(call_id)
+        return stopped
 
     def sweep(self, now: float | None = None) -> int:
         """Release pins older than the TTL and forget finished calls nobody took."""
@@ -248,4 +334,23 @@ class OwnerActor:
             if call.finished_at and now - call.finished_at > FINISHED_CALL_TTL
         ]:
             del self._calls[call_id]
+        live = {p.producer.task_instance for p in self._pins.values()} | {
+            c.producer.task_instance for c in self._calls.values() if c.producer is not None
+        }
+        for instance in [i for i in self._newest_try if i not in live]:
+            del self._newest_try[instance]
         return len(expired)
+
+
+def _because(reason: str | None) -> str:
+    return f": {reason}" if reason else ""
+
+
+def out_of_memory(error: BaseException) -> str:
+    """What a task killed by Ray's memory monitor tells the Airflow user."""
+    return (
+        f"Ray's memory monitor killed it because its node ran out of memory. Ray said: {error}\n"
+        f"Reserve the memory the callable needs, memory=<bytes> on the task (Ray then only runs "
+        f"it on a node with that much unreserved), use less (smaller batches, fewer copies), or "
+        f"run it on a bigger node. Ray does not retry it: Airflow's retries apply."
+    )

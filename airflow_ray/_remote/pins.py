@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 OWNER_PREFIX = "airflow_ray_owner"
+HEAD_RESOURCE = "node:__internal_head__"  # Ray gives the head node this resource, and only it
 
 
 def get_owner(name: str, namespace: str, keep_runs: int, pin_ttl: float) -> Any:
@@ -26,6 +27,10 @@ def get_owner(name: str, namespace: str, keep_runs: int, pin_ttl: float) -> Any:
         lifetime="detached",
         get_if_exists=True,
         num_cpus=0,
+        # On the head node: a cluster that loses the head is lost anyway, while losing a worker
+        # node must not drop every pin of every DAG (nor may a replacement owner be placed on a
+        # node that has died but is not yet known to be dead).
+        resources={HEAD_RESOURCE: 0.001},
         max_restarts=0,
         max_concurrency=1000,
     ).remote(keep_runs, pin_ttl)

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, NamedTuple
 
 NO_MAP_INDEX = -1
@@ -27,13 +27,20 @@ RETURN_VALUE = "return_value"
 
 @dataclass(frozen=True)
 class Producer:
-    """The XCom a result belongs to: ``key`` of ``task_id`` (``map_index``) in ``run_id`` of ``dag_id``."""
+    """The XCom a result belongs to: ``key`` of ``task_id`` (``map_index``) in ``run_id`` of ``dag_id``,
+    as made by try ``try_number`` of the task instance (0: not tied to a try).
+
+    A result is pinned under a key that names the try which submitted it, so that a copy started
+    by an earlier try (an orphan of a killed worker) can never replace what a later try's XCom
+    row describes.
+    """
 
     dag_id: str
     run_id: str
     task_id: str
     map_index: int = NO_MAP_INDEX
     key: str = RETURN_VALUE
+    try_number: int = 0
 
     @classmethod
     def from_wire(cls, document: Any) -> Producer:
@@ -45,25 +52,38 @@ class Producer:
             str(document["task_id"]),
             NO_MAP_INDEX if document.get("map_index") is None else int(document["map_index"]),
             str(document.get("key") or RETURN_VALUE),
+            int(document.get("try_number") or 0),
         )
 
     def to_wire(self) -> dict[str, Any]:
-        return {
+        document: dict[str, Any] = {
             "dag_id": self.dag_id,
             "run_id": self.run_id,
             "task_id": self.task_id,
             "map_index": self.map_index,
             "key": self.key,
         }
+        if self.try_number:
+            document["try_number"] = self.try_number
+        return document
 
     def with_key(self, key: str) -> Producer:
         """The same task instance's XCom ``key`` (a split dict pins each key on its own)."""
-        return Producer(self.dag_id, self.run_id, self.task_id, self.map_index, key)
+        return replace(self, key=key)
+
+    def with_try(self, try_number: int) -> Producer:
+        return replace(self, try_number=try_number)
+
+    @property
+    def task_instance(self) -> tuple[str, str, str, int]:
+        """The task instance whose XComs these are, whatever the key and the try."""
+        return (self.dag_id, self.run_id, self.task_id, self.map_index)
 
     @property
     def pin_key(self) -> str:
         """The key the owner actor keeps the result under."""
-        return f"{self.dag_id}/{self.run_id}/{self.task_id}/{self.map_index}/{self.key}"
+        base = f"{self.dag_id}/{self.run_id}/{self.task_id}/{self.map_index}/{self.key}"
+        return f"{base}@{self.try_number}" if self.try_number else base
 
     def folder_parts(self) -> list[str]:
         """The parts of its checkpoint folder, below the configured prefix."""
@@ -96,13 +116,15 @@ class Output(NamedTuple):
 
 
 class Failure(NamedTuple):
-    """The callable raised: its exception pickled (``None`` when it cannot be) and its traceback."""
+    """The callable raised: its exception pickled (``None`` when it cannot be; see
+    :func:`~airflow_ray._remote.task.pickle_exception`), its traceback, and its class's name."""
 
     pickled: bytes | None
     traceback: str
+    type_name: str | None = None
 
-    def to_wire(self) -> tuple[str, bytes | None, str]:
-        return (EventKind.ERROR.value, self.pickled, self.traceback)
+    def to_wire(self) -> tuple[str, bytes | None, str, str | None]:
+        return (EventKind.ERROR.value, self.pickled, self.traceback, self.type_name)
 
 
 class Returned(NamedTuple):
@@ -142,8 +164,31 @@ def parse_event(wire: Any) -> Event:
     if kind is EventKind.OUTPUT:
         return Output(wire[1])
     if kind is EventKind.ERROR:
-        return Failure(wire[1], wire[2])
+        return Failure(wire[1], wire[2], wire[3] if len(wire) > 3 else None)
     return Returned.from_meta(wire[1])
+
+
+def rebuild_exception(
+    kind: type[BaseException], args: tuple[Any, ...], state: dict[str, Any]
+) -> BaseException:
+    """An exception of class ``kind`` with these ``args`` and attributes, built without calling
+    its ``__init__`` (which may take other arguments than ``args``)."""
+    error = kind.__new__(kind, *args)
+    error.args = args
+    error.__dict__.update(state)
+    return error
+
+
+@dataclass(frozen=True)
+class ExceptionRecipe:
+    """Pickles as a call of :func:`rebuild_exception`: unpickling it gives the exception itself."""
+
+    kind: type[BaseException]
+    args: tuple[Any, ...]
+    state: dict[str, Any]
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (rebuild_exception, (self.kind, self.args, self.state))
 
 
 # -- calls, as the owner actor follows them -------------------------------------------------
@@ -169,13 +214,24 @@ class CallError:
     kind: ErrorKind
     message: str  # the remote traceback for CALLABLE, Ray's explanation for TASK
     pickled: bytes | None = None
+    type_name: str | None = None  # the qualified name of the callable's exception class
 
     def to_wire(self) -> dict[str, Any]:
-        return {"kind": self.kind.value, "message": self.message, "pickled": self.pickled}
+        return {
+            "kind": self.kind.value,
+            "message": self.message,
+            "pickled": self.pickled,
+            "type_name": self.type_name,
+        }
 
     @classmethod
     def from_wire(cls, document: dict[str, Any]) -> CallError:
-        return cls(ErrorKind(document["kind"]), str(document["message"]), document.get("pickled"))
+        return cls(
+            ErrorKind(document["kind"]),
+            str(document["message"]),
+            document.get("pickled"),
+            document.get("type_name"),
+        )
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,7 @@ and ``kwargs`` say where each one goes.
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import inspect
 import io
 import logging
@@ -25,16 +26,30 @@ import pickle
 import queue
 import sys
 import threading
+import time
 import traceback
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from airflow_ray._remote.protocol import Failure, Output, Returned, fill_slots, ref_slot
+from airflow_ray._remote.protocol import ExceptionRecipe, Failure, Output, Returned, fill_slots, ref_slot
 
-__all__ = ["FLUSH_INTERVAL", "describe", "ref_slot", "run_streaming"]
+__all__ = ["FLUSH_INTERVAL", "describe", "pickle_exception", "ref_slot", "run_streaming"]
 
 FLUSH_INTERVAL = 0.2
+MIN_FLUSH_GAP = 0.01
 _MAX_CHUNK = 256 * 1024
+
+
+class _Sink(queue.SimpleQueue[str]):
+    """Output waiting to be sent; a put wakes the sender."""
+
+    def __init__(self, wake: threading.Event) -> None:
+        super().__init__()
+        self.wake = wake
+
+    def put(self, item: str, block: bool = True, timeout: float | None = None) -> None:
+        super().put(item, block, timeout)
+        self.wake.set()
 
 
 class _StreamTee(io.TextIOBase):
@@ -97,23 +112,52 @@ def _drain(sink: queue.SimpleQueue[str], wait: float) -> str:
     return "".join(parts)
 
 
-def _pickled_exception(error: BaseException) -> bytes | None:
-    """The exception, pickled by the same pickler Ray uses, or ``None`` if it cannot be."""
+def _dumps(value: Any) -> bytes:
+    """``value`` pickled as Ray pickles it (cloudpickle: classes of the DAG file travel by value)."""
     try:
         import ray.cloudpickle as cloudpickle
+    except ImportError:  # only in unit tests without Ray
+        return pickle.dumps(value)
+    return bytes(cloudpickle.dumps(value))
 
-        return cloudpickle.dumps(error)
-    except Exception:  # noqa: BLE001 - any pickling failure means: send the traceback only
+
+def pickle_exception(error: BaseException) -> bytes | None:
+    """The exception, pickled so that the Airflow side gets it back as its own class, or ``None``.
+
+    Pickle rebuilds an exception by calling its class with ``error.args``, which fails for a
+    class whose ``__init__`` takes other arguments. When that round trip fails here, what is sent
+    is a recipe instead (:func:`~.protocol.rebuild_exception`: the class, ``args`` and the
+    attributes that pickle), which builds the exception without calling ``__init__``.
+    """
+    try:
+        data = _dumps(error)
+        pickle.loads(data)  # the round trip the Airflow side will make
+        return data
+    except Exception:  # noqa: BLE001 - any failure means: try the recipe
+        pass
+    state = {}
+    for name, attribute in getattr(error, "__dict__", {}).items():
         try:
-            return pickle.dumps(error)
-        except Exception:  # noqa: BLE001 - same
-            return None
+            _dumps(attribute)
+        except Exception:  # noqa: BLE001 - an attribute that cannot travel stays behind
+            continue
+        state[name] = attribute
+    try:
+        data = _dumps(ExceptionRecipe(type(error), tuple(error.args), state))
+        pickle.loads(data)
+        return data
+    except Exception:  # noqa: BLE001 - the Airflow side gets the traceback and the class name
+        return None
+
+
+def _type_name(value: Any) -> str:
+    kind = type(value)
+    return f"{kind.__module__}.{kind.__qualname__}".removeprefix("builtins.")
 
 
 def describe(value: Any) -> dict[str, Any]:
     """A small, readable description of a value: type, size in bytes, shape, rows, columns."""
-    kind = type(value)
-    meta: dict[str, Any] = {"type": f"{kind.__module__}.{kind.__qualname__}".removeprefix("builtins.")}
+    meta: dict[str, Any] = {"type": _type_name(value)}
     try:
         if hasattr(value, "nbytes") and hasattr(value, "shape") and hasattr(value, "dtype"):  # numpy
             meta.update(size_bytes=int(value.nbytes), shape=list(value.shape), dtype=str(value.dtype))
@@ -130,14 +174,50 @@ def describe(value: Any) -> dict[str, Any]:
         elif isinstance(value, (bytes, bytearray, memoryview)):
             meta.update(size_bytes=len(value))
         else:
-            sizes: list[int] = []
-            head = pickle.dumps(value, protocol=5, buffer_callback=lambda buf: sizes.append(buf.raw().nbytes))
-            meta.update(size_bytes=len(head) + sum(sizes))
+            meta.update(size_bytes=_pickled_size(value))
             if isinstance(value, (list, tuple, dict, set, str)):
                 meta["length"] = len(value)
+    except UnstorableResultError:
+        raise
     except Exception:  # noqa: BLE001 - a description is best effort, never a failure
         meta.setdefault("size_bytes", None)
     return meta
+
+
+class UnstorableResultError(TypeError):
+    """The callable returned a value that Ray cannot store (it does not pickle)."""
+
+
+def _pickled_size(value: Any) -> int:
+    """The size of ``value`` pickled (buffers out of band, not copied).
+
+    :raises UnstorableResultError: naming the type that does not pickle, with Ray's pickler either.
+    """
+    sizes: list[int] = []
+
+    def count(buffer: Any) -> None:
+        sizes.append(buffer.raw().nbytes)
+
+    try:
+        head = pickle.dumps(value, protocol=5, buffer_callback=count)
+    except Exception:  # noqa: BLE001 - cloudpickle takes lambdas, local classes, ...
+        sizes.clear()
+        try:
+            import ray.cloudpickle as cloudpickle
+
+            head = cloudpickle.dumps(value, protocol=5, buffer_callback=count)
+        except Exception as err:  # noqa: BLE001 - whatever fails here fails Ray's store too
+            raise UnstorableResultError(
+                f"The callable returned a {_type_name(value)} that cannot be stored in Ray: {err}. "
+                f"Return plain data (numbers, strings, lists, dicts, arrays, DataFrames); open files, "
+                f"locks, sockets, clients and sessions must stay inside the callable."
+            ) from None
+    return len(head) + sum(sizes)
+
+
+def missing_packages(names: list[str]) -> list[str]:
+    """Which of the importable package ``names`` this Python lacks."""
+    return [name for name in names if importlib.util.find_spec(name) is None]
 
 
 def run_streaming(
@@ -146,11 +226,30 @@ def run_streaming(
     kwargs: dict[str, Any],
     split_dict: bool = False,
     *inputs: Any,
+    requires: tuple[tuple[str, str], ...] = (),
 ) -> Iterator[Any]:
-    """Run ``fn(*args, **kwargs)`` and stream its output; the Ray task body."""
+    """Run ``fn(*args, **kwargs)`` and stream its output; the Ray task body.
+
+    :param requires: ``(package, what needs it)`` pairs checked before the callable runs: a
+        missing package fails the task at once instead of after the callable's work.
+    """
+    lacking = missing_packages([package for package, _ in requires])
+    if lacking:
+        needs = {package: why for package, why in requires}
+        error = ModuleNotFoundError(
+            "; ".join(f"{needs[name]} needs the Python package {name!r}" for name in lacking)
+            + f", which the Ray node {_node()} lacks: install it in the cluster's Python environment "
+            f"(for botocore: pip install boto3), or add it to the task's runtime_env "
+            f"(runtime_env={{'pip': [...]}}). The callable did not run."
+        )
+        yield Failure(
+            pickle_exception(error), f"{type(error).__name__}: {error}\n", "ModuleNotFoundError"
+        ).to_wire()
+        return
     if inputs:
         args, kwargs = fill_slots(args, inputs), fill_slots(kwargs, inputs)
-    sink: queue.SimpleQueue[str] = queue.SimpleQueue()
+    wake = threading.Event()
+    sink = _Sink(wake)
     outcome: dict[str, Any] = {}
 
     def _call() -> None:
@@ -167,6 +266,8 @@ def run_streaming(
                     type(error), error, error.__traceback__ and error.__traceback__.tb_next
                 )
             )
+        finally:
+            wake.set()
 
     saved_stdout, saved_stderr = sys.stdout, sys.stderr
     root = logging.getLogger()
@@ -181,7 +282,12 @@ def run_streaming(
         worker = threading.Thread(target=_call, name="airflow-ray-callable", daemon=True)
         worker.start()
         while worker.is_alive():
-            worker.join(FLUSH_INTERVAL)
+            # Output goes out as soon as it is written (at most every MIN_FLUSH_GAP), so that what
+            # a callable printed just before its process dies (os._exit, a segfault, the memory
+            # monitor) has reached the caller.
+            if wake.wait(FLUSH_INTERVAL):
+                time.sleep(MIN_FLUSH_GAP)  # the rest of a line written in parts (print: text, "\n")
+            wake.clear()
             text = _drain(sink, 0)
             while text:
                 yield Output(text).to_wire()
@@ -195,13 +301,32 @@ def run_streaming(
         yield Output(text).to_wire()
         text = _drain(sink, 0)
     if "error" in outcome:
-        yield Failure(_pickled_exception(outcome["error"]), outcome["traceback"]).to_wire()
+        error = outcome["error"]
+        yield Failure(pickle_exception(error), outcome["traceback"], _type_name(error)).to_wire()
         return
     value = outcome["value"]
-    if split_dict and isinstance(value, dict) and all(isinstance(key, str) for key in value):
-        yield Returned(describe(value), {key: describe(item) for key, item in value.items()}).to_wire()
+    split = split_dict and isinstance(value, dict) and all(isinstance(key, str) for key in value)
+    try:
+        if split:
+            returned = Returned(describe(value), {key: describe(item) for key, item in value.items()})
+        else:
+            returned = Returned(describe(value))
+    except UnstorableResultError as error:
+        text = f"{type(error).__name__}: {error}\n"
+        yield Failure(pickle_exception(error), text, "TypeError").to_wire()
+        return
+    yield returned.to_wire()
+    if split:
         for item in value.values():  # noqa: UP028 - Ray sends into the generator; a dict iterator cannot take it
             yield item
         return
-    yield Returned(describe(value)).to_wire()
     yield value
+
+
+def _node() -> str:
+    try:
+        import ray
+
+        return str(ray.util.get_node_ip_address())
+    except Exception:  # noqa: BLE001 - only for the message
+        return "running the task"

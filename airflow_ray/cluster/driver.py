@@ -49,6 +49,7 @@ class DriverTransport(OwnedResults):
     def submit(self, spec: TaskSpec) -> Call:
         import ray
 
+        from airflow_ray import config
         from airflow_ray.cluster.byvalue import register_by_value
         from airflow_ray.cluster.resources import check_feasible
 
@@ -70,6 +71,8 @@ class DriverTransport(OwnedResults):
                     options,
                     None if spec.pin is None else spec.pin.to_wire(),
                     spec.split,
+                    config.orphan_timeout(),
+                    spec.requires,
                 )
             )
         except (TypeError, ValueError, pickle.PicklingError) as err:

@@ -176,6 +176,7 @@ class JobsTransport(OwnedResults):
             "namespace": self.namespace,
             "keep_runs": config.keep_runs(),
             "pin_ttl": config.pin_ttl(),
+            "orphan_timeout": config.orphan_timeout(),
         }
 
     def _upload(self, uri: str, data: bytes) -> None:
@@ -245,6 +246,7 @@ class JobsTransport(OwnedResults):
             "options": options,
             "producer": None if spec.pin is None else spec.pin.to_wire(),
             "split": spec.split,
+            "requires": spec.requires,
             "demand": spec.resources.demand(),
             "max_bytes": config.jobs_inline_max_bytes(),
         }

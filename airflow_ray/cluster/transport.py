@@ -51,6 +51,8 @@ class TaskSpec:
     pin: Producer | None = None
     split: bool = False
     submission_id: str | None = None  # the same for the same task-instance try (Jobs API)
+    # (package, what needs it): checked on the Ray node before the callable runs.
+    requires: list[tuple[str, str]] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -160,14 +162,19 @@ def raise_call_error(name: str, error: CallError, log: Any) -> None:
 
     (log or logging.getLogger(__name__)).error("The callable failed in Ray task %s:\n%s", name, error.message)
     rebuilt: Any = None
+    why = "it could not be pickled in the cluster"
     if error.pickled is not None:
         try:
             rebuilt = pickle.loads(error.pickled)
-        except Exception:  # noqa: BLE001 - an exception class that is not importable here
-            rebuilt = None
+        except Exception as err:  # noqa: BLE001 - an exception class that is not importable here
+            why = f"its class cannot be loaded here ({type(err).__name__}: {err})"
     if isinstance(rebuilt, BaseException):
         raise rebuilt from RemoteCallableError(f"Remote traceback of Ray task {name}:\n{error.message}")
-    raise RemoteCallableError(f"The callable failed in Ray task {name}:\n{error.message}")
+    raised = f" with {error.type_name}" if error.type_name else ""
+    raise RemoteCallableError(
+        f"The callable failed in Ray task {name}{raised}, which is not raised here as itself because "
+        f"{why}:\n{error.message}"
+    )
 
 
 def run_in_cluster(

@@ -211,7 +211,11 @@ class RayPythonOperator(RayTaskRunner, PythonOperator):
         ti = context["ti"]
         map_index = getattr(ti, "map_index", None)
         self._producer = Producer(
-            ti.dag_id, ti.run_id, ti.task_id, NO_MAP_INDEX if map_index is None else map_index
+            ti.dag_id,
+            ti.run_id,
+            ti.task_id,
+            NO_MAP_INDEX if map_index is None else map_index,
+            try_number=ti.try_number,
         )
         self._context = context
 

@@ -41,6 +41,7 @@ class RayTaskRunner(ResumableJobMixin):
         do_xcom_push: bool
         execution_timeout: timedelta | None
         _call: tuple[Transport, Call] | None
+        _producer: Producer | None
         _result: dict[str, Any]
         _references_in: list[RayXComReference]
 
@@ -65,11 +66,13 @@ class RayTaskRunner(ResumableJobMixin):
         if store is not None:  # checked before any work: a bad bucket or key fails the task now
             store.preflight()
             self.log.info("The result will be checkpointed to %s", store.uri_of(self.producer))
+            # ... and the cluster side, before the callable runs: it writes the checkpoint.
+            spec.requires.append(("botocore", "Checkpointing the result to S3 (checkpoint=True)"))
         keep = self._keeps_result()
         if keep or store is not None:
-            spec.pin = self.producer
+            spec.pin = self.producer  # under this try's key: no other try's copy can replace it
         p = self.producer
-        spec.submission_id = _submission_id(p, context["ti"].try_number)
+        spec.submission_id = _submission_id(p, p.try_number)
         call = submit(transport, spec, self._references_in)
         self._call = (transport, call)
         self.log.info(
@@ -82,13 +85,23 @@ class RayTaskRunner(ResumableJobMixin):
         if link:
             context["ti"].xcom_push(key=LINK_XCOM_KEY, value=link)
             self.log.info("Follow it in the Ray dashboard: %s", link)
-        return {"call_id": call.call_id, "name": call.name, "pinned": spec.pin is not None, "keep": keep}
+        return {
+            "call_id": call.call_id,
+            "name": call.name,
+            "pinned": spec.pin is not None,
+            "keep": keep,
+            "try": p.try_number,
+        }
 
     def _resume(self, external_id: Any) -> Call:
+        """The call recorded by ``submit_job``; its result is that try's (a retry that reconnects
+        returns what the first try's call pins)."""
         from airflow_ray.cluster.transport import Call
 
         call = Call(str(external_id["name"]), str(external_id["call_id"]))
         self._call = (self.transport, call)
+        if external_id.get("try"):
+            self._producer = self.producer.with_try(int(external_id["try"]))
         return call
 
     def get_job_status(self, external_id: Any, context: Context) -> str:
@@ -195,13 +208,13 @@ class RayTaskRunner(ResumableJobMixin):
 
     def _pinned_returned(self) -> Returned | None:
         """The description of this task instance's result, as the owner pinned it, if it did."""
-        from airflow_ray._remote.protocol import Returned
+        from airflow_ray._remote.protocol import Producer, Returned
 
         p = self.producer
         pins = [
             pin
             for pin in self.transport.list_pins(p.dag_id, p.run_id)
-            if pin["task_id"] == p.task_id and pin["map_index"] == p.map_index
+            if Producer.from_wire(pin).with_key(p.key) == p
         ]
         if not pins:
             return None

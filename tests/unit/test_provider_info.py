@@ -40,4 +40,6 @@ def test_connection_form_and_decorator():
         "checkpoint_prefix",
         "checkpoint_retention_days",
         "jobs_inline_max_bytes",
+        "orphan_timeout",
+        "inline_max_bytes",
     }

@@ -120,3 +120,54 @@ def test_polling_an_unknown_call_says_so(actor):
     reply = PollReply.from_wire(asyncio.run(actor.poll("no-such-call", 4, 0.01)))
     assert reply == PollReply(CallState.UNKNOWN, offset=4)
     assert reply.state.is_terminal()
+
+
+def test_a_newer_try_s_pin_releases_what_earlier_tries_of_the_task_pinned(actor):
+    first = Producer("d", "r", "t", try_number=1)
+    actor.pin(first, "ref 1", {}, 1.0)
+    actor.pin(first.with_key("extra"), "ref 1 extra", {}, 1.0)
+    other = Producer("d", "r", "other", try_number=1)
+    actor.pin(other, "ref other", {}, 1.0)
+    actor.pin(first.with_try(2), "ref 2", {}, 2.0)
+    keys = {item["pin"] for item in asyncio.run(actor.list_pins())}
+    assert keys == {"d/r/t/-1/return_value@2", "d/r/other/-1/return_value@1"}
+
+
+class _Stops:
+    def __init__(self, actor: OwnerActor) -> None:
+        self.reasons: dict[int, str | None] = {}
+        actor._stop = self  # type: ignore[method-assign]
+
+    def __call__(self, call, reason):
+        call.stop_reason = reason
+        self.reasons[id(call)] = reason
+
+
+def test_calls_nobody_polls_past_their_orphan_timeout_are_stopped(actor):
+    from airflow_ray._remote.owner_actor import _Call
+
+    stops = _Stops(actor)
+    followed = actor._calls["followed"] = _Call(None, None, orphan_timeout=10.0)
+    orphan = actor._calls["orphan"] = _Call(None, None, orphan_timeout=10.0)
+    unbounded = actor._calls["unbounded"] = _Call(None, None)
+    now = orphan.seen_at + 11.0
+    followed.seen_at = now - 1.0
+    unbounded.seen_at = 0.0
+    assert actor.stop_orphans(now) == ["orphan"]
+    assert "nobody followed it for 10 s" in stops.reasons[id(orphan)]
+    assert actor.stop_orphans(now) == []  # stopped once
+    assert 0.5 <= actor._sweep_interval() <= 10.0 / 3
+
+
+def test_a_newer_try_stops_the_calls_of_earlier_tries_and_their_results_are_never_pinned(actor):
+    from airflow_ray._remote.owner_actor import _Call
+
+    stops = _Stops(actor)
+    first = Producer("d", "r", "t", try_number=1)
+    old = actor._calls["old"] = _Call(None, first)
+    neighbour = actor._calls["neighbour"] = _Call(None, Producer("d", "r", "u", try_number=1))
+    actor._supersede(first.with_try(2))
+    assert stops.reasons == {id(old): "try 2 of the task started over"}
+    assert neighbour.stop_reason is None
+    actor._supersede(first)  # an older try asking later changes nothing
+    assert actor._newest_try[first.task_instance] == 2

@@ -105,7 +105,12 @@ def test_poll_replies_round_trip(reply):
 
 def test_call_error_round_trip_without_pickle():
     error = CallError(ErrorKind.TASK, "the task was cancelled")
-    assert error.to_wire() == {"kind": "task", "message": "the task was cancelled", "pickled": None}
+    assert error.to_wire() == {
+        "kind": "task",
+        "message": "the task was cancelled",
+        "pickled": None,
+        "type_name": None,
+    }
     assert CallError.from_wire(error.to_wire()) == error
 
 

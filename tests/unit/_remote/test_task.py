@@ -6,6 +6,7 @@ import asyncio
 import logging
 import pickle
 import sys
+import threading
 import time
 
 import pytest
@@ -66,8 +67,8 @@ def test_exception_travels_pickled_with_a_traceback_starting_in_user_code():
         raise CustomError("no good")
 
     *_, last = events(user_function)
-    kind, pickled, traceback_text = last
-    assert kind == "error"
+    kind, pickled, traceback_text, type_name = last
+    assert kind == "error" and type_name == f"{__name__}.CustomError"
     error = pickle.loads(pickled)
     assert isinstance(error, CustomError) and str(error) == "no good"
     assert "in user_function" in traceback_text
@@ -75,16 +76,89 @@ def test_exception_travels_pickled_with_a_traceback_starting_in_user_code():
     assert traceback_text.rstrip().endswith("CustomError: no good")
 
 
-def test_unpicklable_exception_sends_the_traceback_only():
+def test_unpicklable_exception_sends_the_traceback_and_its_class_name_only():
     class Unpicklable(Exception):
+        pass
+
+    def fail():
+        raise Unpicklable(threading.Lock())  # its args cannot travel, however it is pickled
+
+    *_, (kind, pickled, traceback_text, type_name) = events(fail)
+    assert kind == "error" and pickled is None and "Unpicklable" in traceback_text
+    assert type_name.endswith("Unpicklable")
+
+
+def test_an_exception_whose_reduce_fails_is_rebuilt_from_its_args():
+    class Unreducible(Exception):
         def __reduce__(self):
             raise TypeError("cannot pickle this")
 
     def fail():
-        raise Unpicklable("x")
+        raise Unreducible("x")
 
-    *_, (kind, pickled, traceback_text) = events(fail)
-    assert kind == "error" and pickled is None and "Unpicklable" in traceback_text
+    *_, (_, pickled, _, _) = events(fail)
+    error = pickle.loads(pickled)
+    assert type(error).__name__ == "Unreducible" and error.args == ("x",)
+
+
+class CodedError(Exception):
+    """An exception whose ``__init__`` takes other arguments than its ``args``: pickle cannot
+    rebuild it by calling the class."""
+
+    def __init__(self, code: int, detail: str) -> None:
+        super().__init__(f"{code}: {detail}")
+        self.code = code
+        self.lock = threading.Lock()  # an attribute that cannot travel
+
+
+def test_an_exception_with_its_own_init_is_rebuilt_as_itself():
+    def fail():
+        raise CodedError(7, "bad row")
+
+    with pytest.raises(TypeError):
+        pickle.loads(pickle.dumps(CodedError(7, "bad row")))  # what the plain round trip does
+    *_, (kind, pickled, _, type_name) = events(fail)
+    assert kind == "error" and type_name.endswith("CodedError")
+    error = pickle.loads(pickled)
+    assert type(error) is CodedError and str(error) == "7: bad row" and error.code == 7
+    assert not hasattr(error, "lock")
+
+
+def test_a_result_that_cannot_be_stored_fails_the_task_naming_its_type():
+    def returns_a_lock():
+        print("made it")
+        return {"lock": threading.Lock()}
+
+    *output, (kind, pickled, _, type_name) = events(returns_a_lock)
+    assert kind == "error" and type_name == "TypeError"
+    error = pickle.loads(pickled)
+    assert isinstance(error, TypeError) and "cannot be stored in Ray" in str(error)
+    assert "_thread.lock" in str(error) and "dict" in str(error)
+    assert "made it" in "".join(text for _, text in output)
+
+
+def test_a_result_only_cloudpickle_can_store_is_fine():
+    pytest.importorskip("ray")
+    result = events(lambda: lambda x: x + 1)
+    assert result[-2][0] == "return" and result[-1](1) == 2
+
+
+def test_a_missing_package_fails_before_the_callable_runs():
+    ran = []
+    result = list(
+        remote_call.run_streaming(
+            lambda: ran.append(1),
+            (),
+            {},
+            requires=(("json", "JSON"), ("no_such_package_here", "Checkpointing the result")),
+        )
+    )
+    (kind, pickled, _, type_name) = result[-1]
+    assert kind == "error" and type_name == "ModuleNotFoundError" and not ran
+    error = pickle.loads(pickled)
+    assert isinstance(error, ModuleNotFoundError)
+    assert "Checkpointing the result needs the Python package 'no_such_package_here'" in str(error)
+    assert "json" not in str(error).split("needs")[0]
 
 
 def test_coroutine_functions_are_awaited():

@@ -1,0 +1,149 @@
+"""Ray tasks that fail in the ways users' tasks do, in real Airflow runs on the embedded cluster:
+a worker process that dies, a result that cannot be stored, an exception class of the user's own."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pendulum
+import pytest
+from airflow.sdk import DAG
+
+from airflow_ray.operators.ray import RayPythonOperator
+from tests.integration.dagrun import run_dag, task_states
+
+pytestmark = pytest.mark.integration
+
+START = pendulum.datetime(2026, 1, 1, tz="UTC")
+FAILURES: list[BaseException] = []
+
+
+def record_failure(context: Any) -> None:
+    FAILURES.append(context["exception"])
+
+
+def die_after_printing(marker: str) -> None:
+    import os
+
+    with open(marker, "a") as out:
+        out.write("start\n")
+    print("last words before the crash", flush=True)
+    time.sleep(0.05)
+    os._exit(1)
+
+
+def test_a_crashed_worker_fails_the_task_once_with_its_last_output(ray_cluster, capfd, tmp_path: Path):
+    marker = tmp_path / "starts"
+    with DAG("t_crash", schedule=None, start_date=START) as dag:
+        RayPythonOperator(task_id="crash", python_callable=die_after_printing, op_args=[str(marker)])
+    started = time.monotonic()
+    dag_run = run_dag(dag)
+    elapsed = time.monotonic() - started
+    out = capfd.readouterr().out
+    assert task_states(dag_run) == {"crash": "failed"}
+    # Ray ran it once: retries are Airflow's (Ray's default would have started it 4 times).
+    assert marker.read_text().count("start") == 1, marker.read_text()
+    assert "last words before the crash" in out
+    assert "failed outside the callable" in out
+    print(f"a crashed Ray worker failed its Airflow task in {elapsed:.1f} s")
+
+
+def returns_a_lock() -> dict[str, Any]:
+    print("computed the result")
+    return {"rows": 3, "lock": threading.Lock()}
+
+
+def consume(value: Any) -> Any:
+    return value
+
+
+def test_a_result_that_cannot_be_stored_fails_its_own_task(ray_cluster, capfd):
+    FAILURES.clear()
+    with DAG("t_unstorable", schedule=None, start_date=START) as dag:
+        producer = RayPythonOperator(
+            task_id="producer", python_callable=returns_a_lock, on_failure_callback=record_failure
+        )
+        consumer = RayPythonOperator(task_id="consumer", python_callable=consume, op_args=[producer.output])
+        producer >> consumer
+    dag_run = run_dag(dag)
+    assert task_states(dag_run) == {"producer": "failed", "consumer": "upstream_failed"}
+    (error,) = FAILURES
+    assert isinstance(error, TypeError), repr(error)
+    assert "dict that cannot be stored in Ray" in str(error) and "_thread.lock" in str(error)
+    assert "computed the result" in capfd.readouterr().out
+
+
+class QuotaError(Exception):
+    """A user's exception whose ``__init__`` takes other arguments than its message."""
+
+    def __init__(self, table: str, limit: int) -> None:
+        super().__init__(f"table {table} is over its quota of {limit} rows")
+        self.table = table
+        self.limit = limit
+
+
+def over_quota() -> None:
+    raise QuotaError("events", 1000)
+
+
+def test_an_exception_class_of_the_dag_file_is_raised_as_itself(ray_cluster, capfd):
+    FAILURES.clear()
+    with DAG("t_custom_error", schedule=None, start_date=START) as dag:
+        RayPythonOperator(task_id="quota", python_callable=over_quota, on_failure_callback=record_failure)
+    dag_run = run_dag(dag)
+    assert task_states(dag_run) == {"quota": "failed"}
+    (error,) = FAILURES
+    assert type(error) is QuotaError, repr(error)
+    assert (error.table, error.limit) == ("events", 1000)
+    assert str(error) == "table events is over its quota of 1000 rows"
+    assert "in over_quota" in capfd.readouterr().out  # the remote traceback is in the log
+
+
+def test_a_ray_task_nobody_follows_any_more_is_stopped_after_the_orphan_timeout(
+    ray_cluster, airflow_home: Path, tmp_path: Path
+):
+    import json
+    import os
+    import shutil
+    import signal
+    import subprocess
+    import sys
+
+    shutil.copy(Path(__file__).parent / "dag_files" / "orphan.py", airflow_home / "dags" / "orphan.py")
+    marker = tmp_path / "ticks"
+    env = {**os.environ, "AIRFLOW__RAY__ORPHAN_TIMEOUT": "4"}
+    conf = json.dumps({"marker": str(marker), "seconds": 60})
+    log = tmp_path / "dags-test.log"
+    with open(log, "wb") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "airflow", "dags", "test", "orphan_alone", "--conf", conf],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        deadline = time.monotonic() + 120
+        while not (marker.exists() and marker.read_text().count("tick") >= 4):
+            assert process.poll() is None, log.read_text()[-3000:]
+            assert time.monotonic() < deadline, log.read_text()[-3000:]
+            time.sleep(0.2)
+    finally:
+        os.killpg(process.pid, signal.SIGKILL)  # the Airflow side dies; nothing will retry
+        process.wait(timeout=30)
+    killed = time.monotonic()
+    ticks = marker.read_text().count("tick")
+    while True:
+        time.sleep(1.5)
+        now = marker.read_text().count("tick")
+        if now == ticks:
+            break
+        ticks = now
+        assert time.monotonic() - killed < 30, "the orphaned Ray task still runs 30 s after its worker died"
+    stopped_after = time.monotonic() - killed - 1.5
+    # It ran on for about the orphan timeout (4 s, checked every 4/3 s), not for its 60 s.
+    assert 2.0 < stopped_after < 4 + 2 + 3, stopped_after
+    print(f"the orphan stopped {stopped_after:.1f} s after its Airflow process was killed")

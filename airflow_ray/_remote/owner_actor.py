@@ -166,9 +166,9 @@ class OwnerActor:
                 else:
                     call.returned = event
                     if event.parts is not None:
-                        call.result = {key: await call.generator.__anext__() for key in event.parts}
+                        call.result = {key: await _next_ref(call.generator) for key in event.parts}
                     else:
-                        call.result = await call.generator.__anext__()
+                        call.result = await _next_ref(call.generator)
                     break
             else:
                 call.error = CallError(ErrorKind.TASK, "the task ended without a result")
@@ -340,6 +340,20 @@ class OwnerActor:
         for instance in [i for i in self._newest_try if i not in live]:
             del self._newest_try[instance]
         return len(expired)
+
+
+async def _next_ref(generator: Any) -> Any:
+    """The ObjectRef of the generator's next item, once it exists, without fetching its value.
+
+    Awaiting the generator itself would pull a value that is not ready yet onto this actor's node
+    (Ray's async iteration awaits the object); a result stays on the node that made it until a
+    consumer needs it.
+    """
+    import ray
+
+    while not ray.wait([generator], timeout=0, fetch_local=False)[0]:
+        await asyncio.sleep(0.01)
+    return await generator.__anext__()
 
 
 def _because(reason: str | None) -> str:

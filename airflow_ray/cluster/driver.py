@@ -6,9 +6,10 @@ short-lived process, owns the result; this process long-polls it for output and 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import pickle
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
@@ -44,6 +45,22 @@ class DriverTransport(OwnedResults):
         register_by_value()
         return get_owner(self.namespace, config.keep_runs(), config.pin_ttl())
 
+    @contextlib.contextmanager
+    def _owner_alive(self, what: str) -> Iterator[None]:
+        """Turn the owner actor's death into the library's error, naming what was being done."""
+        import ray
+
+        try:
+            yield
+        except ray.exceptions.RayActorError as err:
+            self.__dict__.pop("owner", None)  # the next use creates a new one
+            raise RayTaskFailedError(
+                f"The owner actor of connection {self.conn_id!r} ({self.owner_name}, namespace "
+                f"{self.namespace!r}) died while {what} ({type(err).__name__}). The results it "
+                f"pinned are gone (those with a checkpoint are restored from it when read); the "
+                f"next task starts a new owner, so a retry of this task can succeed."
+            ) from err
+
     # -- running tasks ----------------------------------------------------------------------
 
     def submit(self, spec: TaskSpec) -> Call:
@@ -60,21 +77,24 @@ class DriverTransport(OwnedResults):
         runtime_env = {**self.hook.settings.runtime_env, **spec.runtime_env}
         if runtime_env:
             options["runtime_env"] = runtime_env
-        inputs = [pins.submit_input(i.pin, i.owner, self.owner_name, self.namespace) for i in spec.inputs]
         try:
-            call_id = ray.get(
-                owner.submit.remote(
-                    spec.fn,
-                    tuple(spec.args),
-                    dict(spec.kwargs),
-                    inputs,
-                    options,
-                    None if spec.pin is None else spec.pin.to_wire(),
-                    spec.split,
-                    config.orphan_timeout(),
-                    spec.requires,
+            with self._owner_alive(f"submitting Ray task {spec.name}"):
+                inputs = [
+                    pins.submit_input(i.pin, i.owner, self.owner_name, self.namespace) for i in spec.inputs
+                ]
+                call_id = ray.get(
+                    owner.submit.remote(
+                        spec.fn,
+                        tuple(spec.args),
+                        dict(spec.kwargs),
+                        inputs,
+                        options,
+                        None if spec.pin is None else spec.pin.to_wire(),
+                        spec.split,
+                        config.orphan_timeout(),
+                        spec.requires,
+                    )
                 )
-            )
         except (TypeError, ValueError, pickle.PicklingError) as err:
             raise RayConfigurationError(
                 f"Task {spec.name} cannot be sent to Ray: {err}. Check ray_remote_args "
@@ -117,7 +137,8 @@ class DriverTransport(OwnedResults):
         import ray
 
         # Asked for output past its end, with no wait: only the state comes back.
-        return PollReply.from_wire(ray.get(self.owner.poll.remote(call.call_id, 1 << 62, 0))).state
+        with self._owner_alive(f"asking about Ray task {call.name}"):
+            return PollReply.from_wire(ray.get(self.owner.poll.remote(call.call_id, 1 << 62, 0))).state
 
     def link(self, call: Call) -> str | None:
         # Only a dashboard the connection names: the link costs an XCom write per task, and the
@@ -127,10 +148,11 @@ class DriverTransport(OwnedResults):
     def take(self, call: Call) -> Any:
         import ray
 
-        result = ray.get(self.owner.take.remote(call.call_id))[0]
-        if isinstance(result, dict):
-            return {key: ray.get(ref) for key, ref in result.items()}
-        return ray.get(result)
+        with self._owner_alive(f"fetching the result of Ray task {call.name}"):
+            result = ray.get(self.owner.take.remote(call.call_id))[0]
+            if isinstance(result, dict):
+                return {key: ray.get(ref) for key, ref in result.items()}
+            return ray.get(result)
 
     def forget(self, call: Call) -> None:
         self.owner.take.remote(call.call_id)
@@ -147,7 +169,8 @@ class DriverTransport(OwnedResults):
 
     def _ref(self, item: Input) -> Any | None:
         self.hook.get_conn()
-        return pins.pinned_ref(item.pin, item.owner, self.owner_name, self.namespace)
+        with self._owner_alive(f"looking for the result pinned as {item.pin}"):
+            return pins.pinned_ref(item.pin, item.owner, self.owner_name, self.namespace)
 
     def missing(self, inputs: list[Input]) -> list[Input]:
         return [item for item in inputs if self._ref(item) is None]
@@ -162,7 +185,8 @@ class DriverTransport(OwnedResults):
 
     def release(self, inputs: list[Input]) -> int:
         self.hook.get_conn()
-        return pins.release([(item.pin, item.owner) for item in inputs], self.namespace)
+        with self._owner_alive("releasing pinned results"):
+            return pins.release([(item.pin, item.owner) for item in inputs], self.namespace)
 
     def list_pins(self, dag_id: str | None = None, run_id: str | None = None) -> list[dict[str, Any]]:
         self.hook.get_conn()

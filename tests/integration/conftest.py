@@ -1,7 +1,14 @@
-"""Fixtures of the integration tests: the metadata DB and the embedded Ray cluster, both real."""
+"""Fixtures of the integration tests: the metadata DB and the embedded Ray cluster, both real.
+
+The tests that run a real scheduler use PostgreSQL, as Airflow is deployed (``postgres_metadata_db``);
+the others stay on the session's SQLite DB.
+"""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -9,8 +16,12 @@ from pathlib import Path
 import pytest
 
 from scripts.local_s3 import Bucket, S3Server, start_moto, start_rclone
+from tests.integration.postgres import PostgresNotInstalled, PostgresServer, start_postgres
 
 pytestmark = pytest.mark.integration
+
+SQL_ALCHEMY_CONN = "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"
+MIGRATED = "airflow_migrated"
 
 
 @pytest.fixture(scope="session")
@@ -52,3 +63,57 @@ def checkpoints(rclone_s3: S3Server, monkeypatch: pytest.MonkeyPatch) -> Bucket:
     monkeypatch.setenv("AIRFLOW__RAY__CHECKPOINT_BUCKET", bucket.name)
     monkeypatch.setenv("AIRFLOW__RAY__CHECKPOINT_PREFIX", bucket.prefix)
     return bucket
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresServer]:
+    """A private PostgreSQL server from Debian's packages, stopped (and its files removed) at the end.
+
+    Missing packages fail the tests that need it, with what to install: CI must run them.
+    """
+    try:
+        server = start_postgres()
+    except PostgresNotInstalled as err:
+        pytest.fail(str(err), pytrace=False)
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres_migrated(postgres: PostgresServer) -> str:
+    """A database that ``airflow db migrate`` made, which each module's metadata DB copies."""
+    url = postgres.create_database(MIGRATED)
+    migrate = subprocess.run(
+        [sys.executable, "-m", "airflow", "db", "migrate"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, SQL_ALCHEMY_CONN: url},
+        timeout=600,
+    )
+    assert migrate.returncode == 0, f"airflow db migrate on PostgreSQL failed: {migrate.stderr[-4000:]}"
+    return MIGRATED
+
+
+@pytest.fixture(scope="module")
+def postgres_metadata_db(
+    request: pytest.FixtureRequest, postgres: PostgresServer, postgres_migrated: str
+) -> Iterator[str]:
+    """A fresh, migrated metadata DB on PostgreSQL for the module's real scheduler; its URL.
+
+    For the module's duration the URL is in the environment, which the Airflow processes the
+    module starts inherit, and this process's Airflow sessions use it too, so a test reads what
+    the scheduler wrote; afterwards this process is back on the session's SQLite DB.
+    """
+    from airflow import settings
+
+    url = postgres.create_database(request.module.__name__.rpartition(".")[2], template=postgres_migrated)
+    sqlite = os.environ[SQL_ALCHEMY_CONN]
+    os.environ[SQL_ALCHEMY_CONN] = url
+    settings.configure_vars()
+    settings.reconfigure_orm()
+    try:
+        yield url
+    finally:
+        os.environ[SQL_ALCHEMY_CONN] = sqlite
+        settings.configure_vars()
+        settings.reconfigure_orm()

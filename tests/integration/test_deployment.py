@@ -1,5 +1,6 @@
 """Airflow as it is deployed: a scheduler with the LocalExecutor, a triggerer, a DAG processor and
-an API server, each a process of its own, running DAGs whose Ray tasks go through the Jobs API.
+an API server, each a process of its own on a PostgreSQL metadata DB, running DAGs whose Ray tasks
+go through the Jobs API.
 
 Slots, crashes and user actions are exercised as a user would: parallelism 1, a SIGKILLed task
 process, a task marked failed from the REST API while it is deferred.
@@ -95,13 +96,15 @@ def _free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def deployment(ray_cluster, airflow_home: Path) -> Iterator[Deployment]:
+def deployment(ray_cluster, airflow_home: Path, postgres_metadata_db: str) -> Iterator[Deployment]:
     for dag_file in DAG_FILES.glob("*.py"):
         shutil.copy(dag_file, airflow_home / "dags" / dag_file.name)
     port = _free_port()
     env = os.environ.copy()
     env.update(
         {
+            # A migrated PostgreSQL metadata DB of this module's own, as Airflow is deployed.
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": postgres_metadata_db,
             "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
             # One task slot: a deferred task must give it back for the next one to run.
             "AIRFLOW__CORE__PARALLELISM": "1",

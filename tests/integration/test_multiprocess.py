@@ -1,4 +1,5 @@
-"""The real topology: an Airflow API server, LocalExecutor, one process per task instance."""
+"""The real topology: an Airflow API server, LocalExecutor, one process per task instance, and a
+PostgreSQL metadata DB."""
 
 from __future__ import annotations
 
@@ -25,7 +26,7 @@ DAG_FILES = Path(__file__).parent / "dag_files"
 
 
 @pytest.fixture(scope="module")
-def executor_env(ray_cluster, airflow_home):
+def executor_env(ray_cluster, airflow_home, postgres_metadata_db):
     """An `airflow api-server` for the task processes, and the environment of a LocalExecutor run."""
     for dag_file in DAG_FILES.glob("*.py"):
         shutil.copy(dag_file, airflow_home / "dags" / dag_file.name)
@@ -35,10 +36,13 @@ def executor_env(ray_cluster, airflow_home):
     env = os.environ.copy()
     env.update(
         {
+            # A migrated PostgreSQL metadata DB of this module's own, as Airflow is deployed; this
+            # process's sessions (which judge the run) read it too.
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": postgres_metadata_db,
             "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
             "AIRFLOW__CORE__PARALLELISM": "4",
-            # SQLite serializes the API server's writes behind the test loop's; on two busy
-            # cores a call can exceed the 5 s default and fail a task that did nothing wrong.
+            # On two busy cores an execution API call can exceed the 5 s default and fail a task
+            # that did nothing wrong.
             "AIRFLOW__WORKERS__EXECUTION_API_TIMEOUT": "30",
             "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{port}/execution/",
         }

@@ -147,3 +147,53 @@ def test_a_ray_task_nobody_follows_any_more_is_stopped_after_the_orphan_timeout(
     # It ran on for about the orphan timeout (4 s, checked every 4/3 s), not for its 60 s.
     assert 2.0 < stopped_after < 4 + 2 + 3, stopped_after
     print(f"the orphan stopped {stopped_after:.1f} s after its Airflow process was killed")
+
+
+def hog_memory(marker: str) -> int:
+    chunks = []
+    with open(marker, "a") as out:
+        out.write("start\n")
+    for step in range(64):  # up to 8 GB, in 128 MB steps
+        chunks.append(bytearray(128 * 1024 * 1024))
+        print(f"holding {(step + 1) * 128} MB", flush=True)
+        time.sleep(0.1)
+    return len(chunks)
+
+
+def test_a_task_killed_for_memory_fails_at_once_saying_what_to_do(ray_cluster, tmp_path: Path, capfd):
+    import json
+    import os
+
+    import psutil
+
+    from tests.integration.clusters import NodeCluster
+
+    memory = psutil.virtual_memory()
+    # Ray's memory monitor kills a worker when the node's memory in use passes this fraction:
+    # here about 3 GB above what is in use now (the hog holds up to 8 GB).
+    threshold = min((memory.total - memory.available + 3 * 2**30) / memory.total, 0.95)
+    cluster = NodeCluster.start(
+        tmp_path / "cluster",
+        head_cpus=2,
+        env={"RAY_memory_usage_threshold": f"{threshold:.3f}", "RAY_memory_monitor_refresh_ms": "100"},
+    )
+    os.environ["AIRFLOW_CONN_RAY_SMALL"] = json.dumps(cluster.connection())
+    marker = tmp_path / "starts"
+    try:
+        with DAG("t_oom", schedule=None, start_date=START) as dag:
+            RayPythonOperator(
+                task_id="hog", python_callable=hog_memory, op_args=[str(marker)], ray_conn_id="ray_small"
+            )
+        started = time.monotonic()
+        dag_run = run_dag(dag)
+        elapsed = time.monotonic() - started
+    finally:
+        del os.environ["AIRFLOW_CONN_RAY_SMALL"]
+        cluster.stop()
+    out = capfd.readouterr().out
+    assert task_states(dag_run) == {"hog": "failed"}
+    assert marker.read_text().count("start") == 1  # not restarted by Ray
+    assert "memory monitor killed it" in out and "memory=<bytes>" in out, out[-3000:]
+    assert "holding 128 MB" in out  # what it printed before it was killed reached the log
+    assert "holding 8192 MB" not in out
+    print(f"the out-of-memory kill failed the Airflow task in {elapsed:.1f} s (run included)")

@@ -254,6 +254,35 @@ def test_the_cluster_needs_nothing_but_ray(ray_only_conn, capfd):
     assert f"DataError: bad blob of {50 * MB} bytes" in out
 
 
+def test_a_checkpoint_the_cluster_cannot_write_fails_before_the_callable_runs(
+    ray_only_conn, checkpoints, capfd, tmp_path
+):
+    marker = tmp_path / "ran"
+
+    def produce(marker: str) -> bytes:
+        with open(marker, "w") as out:
+            out.write("the callable ran")
+        return b"x" * 1000
+
+    with DAG("x_jobs_no_botocore", schedule=None, start_date=START) as dag:
+        RayPythonOperator(
+            task_id="produce",
+            python_callable=produce,
+            op_args=[str(marker)],
+            ray_conn_id=ray_only_conn,
+            checkpoint=True,
+        )
+    started = time.monotonic()
+    dag_run = run_dag(dag)
+    elapsed = time.monotonic() - started
+    assert task_states(dag_run) == {"produce": "failed"}
+    assert not marker.exists()
+    out = capfd.readouterr().out
+    assert "Checkpointing the result to S3 (checkpoint=True) needs the Python package 'botocore'" in out
+    assert "pip install boto3" in out
+    print(f"the missing botocore failed the task in {elapsed:.1f} s (run included)")
+
+
 def test_the_example_dag_runs_through_the_jobs_api(jobs_conn, capfd):
     from airflow.dag_processing.dagbag import BundleDagBag
 

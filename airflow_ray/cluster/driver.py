@@ -23,6 +23,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 _POLL_INTERVAL = 0.5
+EMBEDDED_GONE = (
+    "The embedded Ray cluster stopped while the task ran (airflow-ray local stop, or it crashed): "
+    "the next task starts it again, so a retry of this task can succeed."
+)
 
 
 class DriverTransport(OwnedResults):
@@ -119,8 +123,9 @@ class DriverTransport(OwnedResults):
                     ray.get(self.owner.poll.remote(call.call_id, offset, _POLL_INTERVAL))
                 )
             except ray.exceptions.RayActorError as err:
+                gone = f"\n{EMBEDDED_GONE}" if self._embedded_gone() else ""
                 raise RayTaskFailedError(
-                    f"The owner actor of Ray task {call.name} died while the task ran: {err}"
+                    f"The owner actor of Ray task {call.name} died while the task ran: {err}{gone}"
                 ) from err
             for text in reply.output:
                 on_output(text)
@@ -129,9 +134,18 @@ class DriverTransport(OwnedResults):
                 continue
             if reply.state is CallState.DONE and reply.returned is not None:
                 return reply.returned
-            raise_call_error(
-                call.name, reply.error or CallError(ErrorKind.TASK, "the owner actor lost track of it"), log
-            )
+            error = reply.error or CallError(ErrorKind.TASK, "the owner actor lost track of it")
+            if error.kind is ErrorKind.TASK and self._embedded_gone():
+                error = CallError(ErrorKind.TASK, f"{error.message}\n{EMBEDDED_GONE}")
+            raise_call_error(call.name, error, log)
+
+    def _embedded_gone(self) -> bool:
+        """Whether this connection's cluster is the embedded one, and it does not run any more."""
+        if not self.hook.settings.address.is_embedded:
+            return False
+        from airflow_ray.cluster.local import EmbeddedCluster
+
+        return EmbeddedCluster.from_config().status() is None
 
     def state(self, call: Call) -> CallState:
         import ray

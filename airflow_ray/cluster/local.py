@@ -38,7 +38,23 @@ from airflow_ray.version_compat import RAY_AUTH_MODE_ENV, RAY_AUTH_TOKEN_ENV, RA
 
 LOOPBACK = "127.0.0.1"
 START_TIMEOUT = 90.0
-STOP_TIMEOUT = 30.0
+# `ray start --block` stops its processes on SIGTERM, but waits up to 30 s for workers to drain
+# (a detached owner actor always holds one): after this grace every process of the session is
+# signalled directly, then killed. The cluster's state is not kept across a stop anyway.
+STOP_GRACE = 2.0
+STOP_TIMEOUT = 5.0
+KEEP_SESSIONS = 2  # Ray's session directories (logs, spilled objects) kept in the temp dir
+# The environment the embedded cluster (and so every Ray worker, every user's callable) gets
+# from the process that starts it: names, and prefixes ending in "_". Everything else, Airflow's
+# AIRFLOW_CONN_* and AIRFLOW_VAR_* secrets and cloud credentials above all, stays out.
+ENV_ALLOWED = (
+    "PATH", "HOME", "USER", "LOGNAME", "SHELL", "LANG", "LANGUAGE", "TZ", "TMPDIR", "TERM",
+    "PYTHONPATH", "PYTHONHASHSEED", "VIRTUAL_ENV", "LD_LIBRARY_PATH", "CUDA_VISIBLE_DEVICES",
+    "OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMEXPR_NUM_THREADS",
+    "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "http_proxy", "https_proxy", "no_proxy",
+    "PIP_INDEX_URL", "PIP_EXTRA_INDEX_URL", "PIP_TRUSTED_HOST", "SSL_CERT_FILE", "SSL_CERT_DIR",
+    "REQUESTS_CA_BUNDLE", "LC_", "RAY_", "NVIDIA_",
+)  # fmt: skip
 # Ray's unix sockets live under <temp dir>/session_<timestamp>_<pid>/sockets/; AF_UNIX paths
 # are limited to 107 bytes, so a long state directory gets a short temp dir under /tmp.
 _MAX_TEMP_DIR_LEN = 40
@@ -174,7 +190,7 @@ class EmbeddedCluster:
                 # SIGTERM to `ray start --block` makes it stop the processes it started.
                 os.kill(head.pid, signal.SIGTERM)
                 stopped = True
-            _terminate_session(head.pid, timeout)
+            _terminate_session(head.pid, timeout, grace=min(STOP_GRACE, timeout / 3))
             self._info_path.unlink(missing_ok=True)
             if not head.temp_dir.startswith(str(self.state_dir)):
                 shutil.rmtree(head.temp_dir, ignore_errors=True)
@@ -228,7 +244,8 @@ class EmbeddedCluster:
             command.append(f"--num-cpus={self.num_cpus}")
         if self.object_store_memory is not None:
             command.append(f"--object-store-memory={self.object_store_memory}")
-        env = dict(os.environ)
+        _prune_sessions(temp_dir, KEEP_SESSIONS)
+        env = scrubbed_environment(os.environ)
         env.pop(RAY_AUTH_TOKEN_ENV, None)
         env.update(
             {
@@ -367,20 +384,39 @@ def _session_members(sid: int) -> list[int]:
     return members
 
 
-def _terminate_session(sid: int, timeout: float) -> None:
-    """Wait for the processes of session ``sid`` to exit: SIGTERM, then SIGKILL at the deadline."""
-    deadline = time.monotonic() + timeout
+def _terminate_session(sid: int, timeout: float, grace: float | None = None) -> None:
+    """Wait for the processes of session ``sid`` to exit: SIGTERM to each after ``grace``
+    seconds (default half the timeout), then SIGKILL at the deadline."""
+    started = time.monotonic()
+    deadline = started + timeout
+    grace = timeout / 2 if grace is None else grace
     signalled = False
     while members := _session_members(sid):
         if time.monotonic() > deadline:
             for pid in members:
                 _signal(pid, signal.SIGKILL)
             return
-        if not signalled and time.monotonic() > deadline - timeout / 2:
+        if not signalled and time.monotonic() > started + grace:
             for pid in members:
                 _signal(pid, signal.SIGTERM)
             signalled = True
-        time.sleep(0.2)
+        time.sleep(0.1)
+
+
+def scrubbed_environment(environ: os._Environ[str] | dict[str, str]) -> dict[str, str]:
+    """The part of ``environ`` that the embedded cluster may see (:data:`ENV_ALLOWED`)."""
+    names = {name for name in ENV_ALLOWED if not name.endswith("_")}
+    prefixes = tuple(name for name in ENV_ALLOWED if name.endswith("_"))
+    return {key: value for key, value in environ.items() if key in names or key.startswith(prefixes)}
+
+
+def _prune_sessions(temp_dir: Path, keep: int) -> None:
+    """Remove Ray's session directories of earlier starts but the newest ``keep``: their logs and
+    spilled objects would pile up in the state directory with each start."""
+    # session_<date>_<time>_<microseconds>_<pid>: the names sort by start time.
+    sessions = sorted(path for path in temp_dir.glob("session_2*") if path.is_dir() and not path.is_symlink())
+    for path in sessions[: max(len(sessions) - keep, 0)]:
+        shutil.rmtree(path, ignore_errors=True)
 
 
 def _signal(pid: int, sig: int) -> None:

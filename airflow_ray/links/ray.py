@@ -22,6 +22,12 @@ class RayJobLink(BaseOperatorLink):
     name = "Ray job"
 
     def get_link(self, operator: Any, *, ti_key: TaskInstanceKey) -> str:
+        # Airflow asks when the task ends, in the process that ran it: the operator knows then
+        # (a lookup of an XCom that was never pushed logs an error in every task log). After a
+        # deferral, in a new process, the XCom pushed at submission holds it.
+        known = getattr(operator, "ray_link", None)
+        if isinstance(known, str):
+            return known
         from airflow.sdk.execution_time.xcom import XCom
 
         value = XCom.get_value(ti_key=ti_key, key=XCOM_KEY)

@@ -174,6 +174,7 @@ class RayPythonOperator(RayTaskRunner, PythonOperator):
         self.poll_interval = poll_interval
         self._call: tuple[Transport, Call] | None = None
         self._producer: Producer | None = None
+        self.ray_link: str | None = None  # the Ray job's dashboard URL, once submitted here
         self._context: Context | None = None
         self._result: dict[str, Any] = {}
         self._references_in: list[RayXComReference] = []
@@ -221,6 +222,7 @@ class RayPythonOperator(RayTaskRunner, PythonOperator):
 
     def execute(self, context: Context) -> Any:
         self._bind(context)
+        self.ray_link = ""  # none until the Ray task is submitted (see RayJobLink)
         return super().execute(context)
 
     def _do_render_template_fields(

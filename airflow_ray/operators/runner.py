@@ -42,6 +42,7 @@ class RayTaskRunner(ResumableJobMixin):
         execution_timeout: timedelta | None
         _call: tuple[Transport, Call] | None
         _producer: Producer | None
+        ray_link: str | None
         _result: dict[str, Any]
         _references_in: list[RayXComReference]
 
@@ -82,6 +83,7 @@ class RayTaskRunner(ResumableJobMixin):
             f" and {len(spec.inputs)} input(s) handed over inside the cluster" if spec.inputs else "",
         )
         link = transport.link(call)
+        self.ray_link = link or ""
         if link:
             context["ti"].xcom_push(key=LINK_XCOM_KEY, value=link)
             self.log.info("Follow it in the Ray dashboard: %s", link)

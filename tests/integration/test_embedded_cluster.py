@@ -83,3 +83,78 @@ def test_airflow_dags_test_processes_reuse_the_running_cluster(ray_cluster, airf
         assert "rows, mean" in result.stdout
         assert f"address 127.0.0.1:{head.gcs_port}" in result.stdout
         assert ray_cluster.status() == head
+
+
+def test_the_cluster_sees_no_secrets_stops_promptly_and_fails_a_running_task_at_once(
+    ray_cluster, airflow_home, tmp_path
+):
+    import shutil
+    import time
+
+    dag_files = Path(__file__).parent / "dag_files"
+    for name in ("env_probe.py", "orphan.py"):
+        shutil.copy(dag_files / name, airflow_home / "dags" / name)
+    state_dir = tempfile.mkdtemp(prefix="afr-stop-")
+    session_dir = Path(state_dir) / "tmp"
+    session_dir.mkdir()
+    for day in range(5):  # sessions of earlier starts
+        (session_dir / f"session_2026-01-0{day + 1}_00-00-00_000000_1").mkdir()
+    env = {
+        **os.environ,
+        "AIRFLOW__RAY__EMBEDDED_DIR": state_dir,
+        "AIRFLOW__RAY__EMBEDDED_NUM_CPUS": "2",
+        "AIRFLOW__RAY__EMBEDDED_OBJECT_STORE_MEMORY": str(200 * 1024 * 1024),
+        # Secrets of the process that starts the cluster: no Ray task may see them.
+        "AIRFLOW_CONN_SECRET_PROBE": "aws://AKIAPROBE:probe-secret@",
+        "AIRFLOW_VAR_SECRET_PROBE": "probe-secret",
+        "AWS_SECRET_ACCESS_KEY": "probe-secret",
+    }
+    probe = subprocess.run(
+        [sys.executable, "-m", "airflow", "dags", "test", "env_probe"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+    )
+    assert probe.returncode == 0, probe.stdout[-3000:] + probe.stderr[-3000:]
+    assert "secrets visible in the Ray worker: []" in probe.stdout, probe.stdout[-3000:]
+    sessions = sorted(path.name for path in session_dir.glob("session_2*"))
+    assert len(sessions) <= 3 and "session_2026-01-05_00-00-00_000000_1" in sessions, sessions
+
+    marker = tmp_path / "ticks"
+    log = tmp_path / "task.log"
+    with open(log, "wb") as out:
+        task = subprocess.Popen(
+            [sys.executable, "-m", "airflow", "dags", "test", "orphan_alone", "--conf",
+             json.dumps({"marker": str(marker), "seconds": 120})],
+            env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+        )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 120
+        while not (marker.exists() and "tick 2" in marker.read_text()):
+            assert task.poll() is None and time.monotonic() < deadline, log.read_text()[-3000:]
+            time.sleep(0.2)
+        started = time.monotonic()
+        stop = subprocess.run(
+            [sys.executable, "-m", "airflow_ray.cli", "local", "stop", "--dir", state_dir],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env=env,
+        )
+        stopped_in = time.monotonic() - started
+        assert stop.returncode == 0 and "stopped" in stop.stdout, stop.stdout + stop.stderr
+        task.wait(timeout=60)
+        failed_in = time.monotonic() - started
+    finally:
+        if task.poll() is None:
+            os.killpg(task.pid, 9)
+    print(
+        f"embedded cluster stopped in {stopped_in:.1f} s; the running task's process ended {failed_in:.1f} s after"
+    )
+    assert stopped_in < 12, stopped_in  # the CLI's start included
+    assert failed_in < 25, failed_in
+    output = log.read_text()
+    assert "RayTaskFailedError" in output and "The embedded Ray cluster stopped while the task ran" in output, (
+        output[-3000:]
+    )

@@ -15,6 +15,10 @@ setup(
     long_description=(here / "README.md").read_text(),
     long_description_content_type="text/markdown",
     license="Apache-2.0",
+    # Airflow's Providers page links a provider's "Documentation" project URL. This one is the
+    # README of the installed version, which the provider's plugin serves on the API server
+    # (airflow_ray/hooks/plugin.py); relative to the UI's <base href>, so any [api] base_url works.
+    project_urls={"Documentation": "airflow-ray/readme"},
     python_requires=">=3.10",
     packages=find_packages(include=["airflow_ray", "airflow_ray.*"]),
     package_data={"airflow_ray": ["py.typed"]},
@@ -47,6 +51,9 @@ setup(
     entry_points={
         "apache_airflow_provider": ["provider_info=airflow_ray.get_provider_info:get_provider_info"],
         "console_scripts": ["airflow-ray=airflow_ray.cli:main"],
+        # Not the provider info's "plugins": Airflow loads those only with lazy_discover_providers
+        # off, and these always (the API server's connection test and README: hooks/plugin.py).
+        "airflow.plugins": ["airflow_ray=airflow_ray.hooks.plugin:RayPlugin"],
     },
     classifiers=[
         "Framework :: Apache Airflow",

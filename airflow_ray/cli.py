@@ -41,7 +41,17 @@ def _pins(args: argparse.Namespace) -> int:
     if args.action == "release" and not (args.dag or args.all):
         print("airflow-ray: pins release needs --dag DAG_ID [--run RUN_ID] or --all", file=sys.stderr)
         return 2
-    transport = RayHook(args.conn_id).get_transport()
+    hook = RayHook(args.conn_id)
+    if hook.settings.address.is_embedded:
+        # Looking at pins must not start a cluster: one that does not run holds none.
+        cluster = _cluster(None)
+        if cluster.status() is None:
+            print(
+                f"No embedded Ray cluster runs for {cluster.state_dir}, so nothing is pinned"
+                + (" and nothing was released" if args.action == "release" else "")
+            )
+            return 0
+    transport = hook.get_transport()
     if args.action == "release":
         print(f"Released {transport.release_matching(args.dag, args.run)} pinned object(s)")
         return 0

@@ -35,12 +35,12 @@ def get_provider_info() -> dict[str, Any]:
                 "hook-class-name": "airflow_ray.hooks.ray.RayHook",
                 "hook-name": "Ray",
                 "ui-field-behaviour": {
-                    "hidden-fields": ["login", "extra"],
+                    # The port is part of the Address (host:6379, ray://host:10001, http://host:8265).
+                    "hidden-fields": ["login", "port", "extra"],
                     "relabeling": {"host": "Address", "schema": "Namespace", "password": "Ray auth token"},
                     "placeholders": {
                         "host": "empty or 'local' (embedded cluster), http://head:8265 (Jobs API), "
                         "host:6379, auto, ray://host:10001",
-                        "port": "6379 (GCS) or 10001 (Ray Client), when not in the address",
                         "schema": "airflow",
                         "password": "token of a cluster with token authentication (`ray get-auth-token`)",
                     },

@@ -9,7 +9,7 @@ from typing import Any
 # retry after the worker died follows that task instead of starting it again.
 from airflow.sdk.bases.resumablejobmixin import ResumableJobMixin
 
-__all__ = ["ResumableJobMixin", "gcs_session_name", "use_ray_token"]
+__all__ = ["ClientPingRefused", "ResumableJobMixin", "client_ping", "gcs_session_name", "use_ray_token"]
 
 RAY_AUTH_MODE_ENV = "RAY_AUTH_MODE"
 RAY_AUTH_TOKEN_ENV = "RAY_AUTH_TOKEN"
@@ -45,3 +45,42 @@ def gcs_session_name(gcs_address: str, timeout: float) -> str:
     client: Any = GcsClient(address=gcs_address)
     value = client.internal_kv_get(b"session_name", b"session", timeout=timeout)
     return value.decode() if value else ""
+
+
+class ClientPingRefused(Exception):
+    """The Ray Client server answered a ping with an error.
+
+    :param unauthenticated: whether it refused our token (or its absence).
+    :param details: the server's own words.
+    """
+
+    def __init__(self, unauthenticated: bool, details: str) -> None:
+        super().__init__(details)
+        self.unauthenticated = unauthenticated
+        self.details = details
+
+
+def client_ping(host_port: str, timeout: float) -> None:
+    """Ping the Ray Client server at ``host:port`` once, as Ray's client does before connecting.
+
+    Raises :class:`ClientPingRefused` when the server answers with an error; returns when it
+    answers the ping, and also when it does not answer at all within ``timeout`` seconds (the
+    caller's connect is bounded by its own deadline). The token comes from :func:`use_ray_token`.
+    """
+    import grpc
+    from ray._private.grpc_utils import init_grpc_channel
+    from ray.core.generated import ray_client_pb2, ray_client_pb2_grpc
+
+    messages: Any = ray_client_pb2  # generated protobuf module: no type stubs
+    channel = init_grpc_channel(host_port, asynchronous=False)
+    try:
+        stub = ray_client_pb2_grpc.RayletDriverStub(channel)
+        request = messages.ClusterInfoRequest(type=messages.ClusterInfoType.PING)
+        stub.ClusterInfo(request, timeout=timeout)
+    except grpc.RpcError as err:
+        code = err.code()
+        if code in (grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.UNAVAILABLE):
+            return
+        raise ClientPingRefused(code == grpc.StatusCode.UNAUTHENTICATED, err.details() or str(code)) from err
+    finally:
+        channel.close()

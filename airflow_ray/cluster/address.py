@@ -47,7 +47,8 @@ class ClusterAddress:
         """Parse the connection's address field and optional port field.
 
         Accepted: empty or ``local`` (embedded head), ``auto``, ``host``, ``host:port``,
-        ``ray://host`` and ``ray://host:port``. A port inside the address wins over ``port``.
+        ``ray://host`` and ``ray://host:port``. A port inside the address wins over ``port``; a
+        ``port`` of 0 means none (Airflow's UI tests a connection saved without a port with 0).
         """
         text = (address or "").strip()
         if text.lower() in ("", "local", "embedded"):
@@ -75,7 +76,7 @@ class ClusterAddress:
         host, _, port_text = text.rstrip("/").rpartition(":") if ":" in text else (text, "", "")
         if port_text:
             port = _parse_port(port_text, address)
-        elif port is not None:
+        elif port:
             port = _parse_port(str(port), address)
         else:
             port = {

@@ -7,11 +7,14 @@ given time, with a message naming what was tried and the likely fix.
 
 from __future__ import annotations
 
+import logging
 import socket
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
+from airflow_ray.cluster.address import AddressKind
 from airflow_ray.exceptions import RayConnectionError
 
 _AUTH_FIX = (
@@ -33,6 +36,60 @@ def check_port(host: str, port: int, *, where: str, timeout: float) -> None:
             f"Check that the cluster is running and that the connection's address and port are "
             f"right; leave the address empty to use the embedded local cluster."
         ) from err
+
+
+# What an HTTP/2 client sends first: the connection preface and an empty SETTINGS frame. A gRPC
+# server (Ray's GCS, Ray Client's server) answers with its own SETTINGS frame at once; an HTTP/1
+# server (a dashboard, any web server) answers with an HTTP/1 status line, "HTTP/1.1 400 ...".
+_HTTP2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\x00\x00\x00\x04\x00\x00\x00\x00\x00"
+
+
+def check_speaks_grpc(host: str, port: int, *, where: str, timeout: float = 2.0) -> None:
+    """Fail at once when ``host:port`` answers, but not as a gRPC server: a dashboard, any web server.
+
+    Ray's GCS and Ray Client servers speak gRPC over HTTP/2, whose server must answer a client's
+    preface with a SETTINGS frame. Ray would retry any other server until the connect timeout and
+    then report no more than a timeout. A server that says nothing within ``timeout`` passes: the
+    connect that follows is bounded by its own deadline.
+    """
+    try:
+        with socket.create_connection((host, port), timeout=timeout) as sock:
+            sock.sendall(_HTTP2_PREFACE)
+            reply = sock.recv(64)
+    except OSError:
+        return
+    # A frame header: 3 bytes of length, then the type; SETTINGS is 0x4.
+    if not reply or (len(reply) >= 4 and reply[3] == 0x04):
+        return
+    if reply.startswith(b"HTTP/"):
+        status = reply.splitlines()[0].decode("latin-1")
+        said = f"answers HTTP ({status!r})"
+    else:
+        said = f"answers, but not in HTTP/2 (it sent {reply[:32]!r})"
+    raise RayConnectionError(
+        f"{host}:{port} of {where} {said}, not Ray's gRPC: it is another service, such as a web "
+        f"server or a Ray dashboard, not a cluster's GCS or Ray Client port. For a dashboard's Jobs "
+        f"API make the address http://{host}:{port}; for a driver connection give the GCS address "
+        f"(host:6379 by default) or Ray Client's (ray://host:10001)."
+    )
+
+
+def check_client(address: str, *, where: str, timeout: float) -> None:
+    """Ask the Ray Client server at ``address`` (``ray://host:port``) for a ping, once.
+
+    Ray's own client retries a refused token for its whole connect timeout and then reports a
+    timeout; the server's first answer already says what is wrong.
+    """
+    from airflow_ray.version_compat import ClientPingRefused, client_ping
+
+    try:
+        client_ping(address.removeprefix("ray://"), min(timeout, 10.0))
+    except ClientPingRefused as err:
+        if err.unauthenticated:
+            raise RayConnectionError(
+                f"The Ray Client server of {where} refused us: {err.details} ({_AUTH_FIX})."
+            ) from err
+        # Anything else (not ready yet, overloaded): the bounded connect that follows decides.
 
 
 def _run_bounded(fn: Callable[[], Any], timeout: float) -> tuple[bool, Any, BaseException | None]:
@@ -78,10 +135,40 @@ def check_gcs(gcs_address: str, *, where: str, timeout: float) -> str:
     ) from error
 
 
+class _DropExpected(logging.Filter):
+    """Drops Ray's warning that its SIGTERM handler is not set: ``ray.init`` runs in our bounded
+    thread on purpose, and Airflow's task runner handles SIGTERM itself."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("SIGTERM handler is not set")
+
+
+def ray_logs_to_python_logging() -> None:
+    """Send the ``ray`` logger's records through Python logging, each at its own level.
+
+    Ray gives its logger a handler that writes to stderr, and Airflow's task runner logs every
+    stderr line at ERROR: Ray's driver chatter ("Connecting to existing Ray cluster ...") would
+    show as red errors. ``ray.init`` sets the logger's level and formats only the handlers it
+    finds, so once they are gone its records reach Airflow's handlers like any other library's.
+    """
+    logger = logging.getLogger("ray")
+    logger.handlers.clear()
+    logger.propagate = True
+    # The warning is logged by a child logger; a filter on "ray" does not see propagated records.
+    worker = logging.getLogger("ray._private.worker")
+    if not any(isinstance(f, _DropExpected) for f in worker.filters):
+        worker.addFilter(_DropExpected())
+
+
 def init_bounded(init_kwargs: dict[str, Any], *, where: str, timeout: float) -> None:
-    """Call ``ray.init(**init_kwargs)``; raise if it has not returned within ``timeout`` seconds."""
+    """Call ``ray.init(**init_kwargs)``; raise if it has not returned within ``timeout`` seconds.
+
+    Ray's own log records go through Python logging at their own levels
+    (:func:`ray_logs_to_python_logging`).
+    """
     import ray
 
+    ray_logs_to_python_logging()
     finished, _, error = _run_bounded(lambda: ray.init(**init_kwargs), timeout)
     if not finished:
         raise RayConnectionError(
@@ -96,3 +183,42 @@ def init_bounded(init_kwargs: dict[str, Any], *, where: str, timeout: float) -> 
     raise RayConnectionError(
         f"Connecting to the Ray cluster of {where} failed: {type(error).__name__}: {error}"
     ) from error
+
+
+def attach(
+    address: str,
+    kind: AddressKind,
+    *,
+    token: str | None,
+    init_kwargs: dict[str, Any],
+    where: str,
+    timeout: float,
+) -> None:
+    """Make this process a driver of the cluster at ``address``, or fail with the reason.
+
+    Each check answers within seconds when it can: nothing listening, an HTTP server where a
+    gRPC one should be, a refused token. Only then is ``ray.init`` called, within what is left of
+    ``timeout``.
+
+    :param address: what ``ray.init`` takes: ``host:port``, ``ray://host:port`` or ``auto``.
+    :param kind: the kind of address (an embedded head's is a GCS address).
+    :param token: the cluster's token; ``None`` leaves Ray's own discovery in place.
+    :param init_kwargs: ``ray.init`` keywords other than the address.
+    """
+    from airflow_ray.version_compat import use_ray_token
+
+    deadline = time.monotonic() + timeout
+    use_ray_token(token)
+    if kind in (AddressKind.GCS, AddressKind.CLIENT, AddressKind.EMBEDDED):
+        host, _, port = address.removeprefix("ray://").rpartition(":")
+        check_port(host, int(port), where=where, timeout=_left(deadline))
+        check_speaks_grpc(host, int(port), where=where, timeout=min(_left(deadline), 2.0))
+    if kind in (AddressKind.GCS, AddressKind.EMBEDDED):
+        check_gcs(address, where=where, timeout=_left(deadline))
+    if kind is AddressKind.CLIENT:
+        check_client(address, where=where, timeout=_left(deadline))
+    init_bounded({"address": address, **init_kwargs}, where=where, timeout=_left(deadline))
+
+
+def _left(deadline: float) -> float:
+    return max(deadline - time.monotonic(), 0.5)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import enum
 import json
 import time
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
@@ -18,6 +19,8 @@ from airflow_ray.exceptions import RayConfigurationError
 
 if TYPE_CHECKING:
     from airflow_ray.cluster.jobs_api import JobsEndpoint
+    from airflow_ray.cluster.local import EmbeddedCluster, EmbeddedHead
+    from airflow_ray.cluster.probe import ClusterSummary
     from airflow_ray.cluster.transport import Transport
 
 # What this process is connected to. Ray keeps one global connection per process; dag.test()
@@ -26,6 +29,14 @@ if TYPE_CHECKING:
 _connected: tuple[str, str, str, str] | None = None
 
 DEFAULT_NAMESPACE = "airflow"
+
+connection_under_test: ContextVar[str | None] = ContextVar("connection_under_test", default=None)
+"""The id of the connection that Airflow's API server is testing, when it is.
+
+The server tests a connection under a random temporary id (it exports the connection as
+``AIRFLOW_CONN_<random>`` and builds the hook with that id); the plugin of this provider sees
+the request and sets the user's id here, so that ``test_connection`` can name it.
+"""
 
 
 class TransportKind(str, enum.Enum):
@@ -62,9 +73,10 @@ class RayConnectionSettings:
     dashboard_url: str | None = None
 
     @classmethod
-    def from_connection(cls, conn: Any) -> RayConnectionSettings:
+    def from_connection(cls, conn: Any, name: str | None = None) -> RayConnectionSettings:
+        """:param name: how errors name the connection (default: its id)."""
         extra = conn.extra_dejson if conn is not None else {}
-        conn_id = getattr(conn, "conn_id", "?")
+        conn_id = name or str(getattr(conn, "conn_id", "?"))
         return cls(
             address=ClusterAddress.parse(getattr(conn, "host", None), getattr(conn, "port", None)),
             namespace=str(extra.get("namespace") or getattr(conn, "schema", None) or DEFAULT_NAMESPACE),
@@ -116,6 +128,11 @@ class RayHook(BaseHook):
         self.ray_conn_id = ray_conn_id
         self._connect_timeout = connect_timeout
 
+    @property
+    def conn_name(self) -> str:
+        """The connection's id as its user knows it (not the API server's temporary test id)."""
+        return connection_under_test.get() or self.ray_conn_id
+
     @cached_property
     def settings(self) -> RayConnectionSettings:
         """The connection's settings; a missing ``ray_default`` means the embedded cluster."""
@@ -124,12 +141,12 @@ class RayHook(BaseHook):
         except AirflowNotFoundException as err:
             if self.ray_conn_id != self.default_conn_name:
                 raise RayConfigurationError(
-                    f"The Ray connection {self.ray_conn_id!r} does not exist. Create it (type 'ray'), "
+                    f"The Ray connection {self.conn_name!r} does not exist. Create it (type 'ray'), "
                     f"or drop ray_conn_id to use {self.default_conn_name!r}, which defaults to the "
                     f"embedded local cluster."
                 ) from err
             return RayConnectionSettings(address=ClusterAddress.parse(None))
-        return RayConnectionSettings.from_connection(conn)
+        return RayConnectionSettings.from_connection(conn, self.conn_name)
 
     @property
     def connect_timeout(self) -> float:
@@ -141,7 +158,7 @@ class RayHook(BaseHook):
 
     def describe(self, address: str | None = None) -> str:
         """How errors name this connection: its id and address."""
-        return f"connection {self.ray_conn_id!r} (address {address or self.settings.address})"
+        return f"connection {self.conn_name!r} (address {address or self.settings.address})"
 
     def get_conn(self) -> Any:
         """Connect this process to the cluster (reusing a connection to it) and return ``ray``."""
@@ -149,10 +166,9 @@ class RayHook(BaseHook):
         import ray
 
         from airflow_ray.cluster import connect
-        from airflow_ray.version_compat import use_ray_token
 
         settings = self.settings
-        deadline = time.monotonic() + self.connect_timeout
+        # Starting the embedded cluster has its own deadline; the connect timeout starts after it.
         address, token = self._resolve_address(settings)
         key = (address, settings.namespace, token or "", json.dumps(settings.init_kwargs, sort_keys=True))
         if ray.is_initialized() and _connected == key:
@@ -161,22 +177,21 @@ class RayHook(BaseHook):
             ray.shutdown()
             _connected = None
         where = self.describe(address)
-        use_ray_token(token)
-        kind = settings.address.kind
-        if kind in (AddressKind.GCS, AddressKind.CLIENT, AddressKind.EMBEDDED):
-            host, _, port = address.removeprefix("ray://").rpartition(":")
-            connect.check_port(host, int(port), where=where, timeout=_left(deadline))
-        if kind in (AddressKind.GCS, AddressKind.EMBEDDED):
-            connect.check_gcs(address, where=where, timeout=_left(deadline))
         init_kwargs: dict[str, Any] = {
-            "address": address,
             "namespace": settings.namespace,
             # The callable's output is streamed into the task log by the operator; Ray's own
             # asynchronous forwarding would print it a second time, late.
             "log_to_driver": False,
             **settings.init_kwargs,
         }
-        connect.init_bounded(init_kwargs, where=where, timeout=_left(deadline))
+        connect.attach(
+            address,
+            settings.address.kind,
+            token=token,
+            init_kwargs=init_kwargs,
+            where=where,
+            timeout=self.connect_timeout,
+        )
         _connected = key
         self.log.info("Connected to the Ray cluster of %s", where)
         return ray
@@ -186,30 +201,80 @@ class RayHook(BaseHook):
             from airflow_ray.cluster.local import EmbeddedCluster
 
             cluster = EmbeddedCluster.from_config()
-            head = cluster.ensure_running()
+            head = self._embedded_head(cluster)
             return head.gcs_address, cluster.token()
         return settings.address.ray_init_address(), settings.token
 
-    def test_connection(self) -> tuple[bool, str]:
-        """Reach the cluster and report what it offers."""
-        if self.settings.uses_jobs_api:
-            from airflow_ray.cluster.jobs_api import JobsClient
+    def _embedded_head(self, cluster: EmbeddedCluster) -> EmbeddedHead:
+        """The running embedded head, started first (and said so in the log) when none runs."""
+        head = cluster.status()
+        if head is not None:
+            return head
+        self.log.info(
+            "Starting the embedded Ray cluster (state %s); this takes about 10 s, once ...", cluster.state_dir
+        )
+        started = time.monotonic()
+        head = cluster.ensure_running()
+        self.log.info(
+            "The embedded Ray cluster runs at %s (%.1f s)", head.gcs_address, time.monotonic() - started
+        )
+        return head
 
-            try:
-                endpoint = self.jobs_endpoint()
-                version = JobsClient(endpoint).version()
-            except Exception as err:  # noqa: BLE001 - the UI shows any failure as a message
-                return False, str(err)
-            return True, f"Ray {version.get('ray_version')} answers at {endpoint.url} (Jobs API)."
+    def test_connection(self) -> tuple[bool, str]:
+        """Report whether the cluster answers and what it offers; Airflow's Test button calls this.
+
+        It runs in Airflow's API server, which must stay what it is: it never becomes a Ray driver
+        (a driver's process is ended by Ray's core once its cluster stops) and never starts the
+        embedded cluster. A driver connection is probed from a child process under the connect
+        timeout, a Jobs API connection over HTTP, and the embedded cluster is only looked at.
+        """
+        name = self.conn_name
+        token: str | None
         try:
-            ray = self.get_conn()
-            resources = ray.cluster_resources()
-            nodes = [node for node in ray.nodes() if node.get("Alive")]
+            settings = self.settings
+            if settings.address.is_embedded:
+                from airflow_ray.cluster.local import EmbeddedCluster
+
+                cluster = EmbeddedCluster.from_config()
+                head = cluster.status()
+                if head is None:
+                    return True, (
+                        f"Connection {name!r} uses the embedded Ray cluster of this machine, which "
+                        f"does not run now (state {cluster.state_dir}). The first Ray task starts it "
+                        f"(about 10 s), or start it now with `airflow-ray local start`."
+                    )
+                address, token = head.gcs_address, cluster.token()
+                where = f"the embedded Ray cluster at {head.gcs_address} (pid {head.pid})"
+            if settings.uses_jobs_api:
+                from airflow_ray.cluster.jobs_api import JobsClient
+
+                endpoint = self.jobs_endpoint(start=False)
+                version = JobsClient(endpoint).version()
+                return True, (
+                    f"Connection {name!r}: Ray {version.get('ray_version')} answers at {endpoint.url} "
+                    f"(Jobs API)."
+                )
+            if not settings.address.is_embedded:
+                self._check_driver_address()
+                address, token = settings.address.ray_init_address(), settings.token
+                where = str(settings.address)
+            summary = self._probe(address, settings.address.kind, token)
         except Exception as err:  # noqa: BLE001 - the UI shows any failure as a message
             return False, str(err)
-        return True, (
-            f"Connected to Ray {ray.__version__} at {self.settings.address}: {len(nodes)} node(s), "
-            f"{resources.get('CPU', 0):g} CPU, {resources.get('GPU', 0):g} GPU."
+        return True, f"Connection {name!r}: connected to Ray {summary.ray_version} at {where}: {summary}."
+
+    def _probe(self, address: str, kind: AddressKind, token: str | None) -> ClusterSummary:
+        from airflow_ray.cluster.probe import probe
+
+        settings = self.settings
+        return probe(
+            address,
+            kind,
+            token=token,
+            namespace=settings.namespace,
+            init_kwargs=settings.init_kwargs,
+            where=self.describe(address),
+            timeout=self.connect_timeout,
         )
 
     def get_transport(self, namespace: str | None = None) -> Transport:
@@ -224,15 +289,18 @@ class RayHook(BaseHook):
             from airflow_ray.cluster.jobs import JobsTransport
 
             return JobsTransport(self, namespace)
-        if self.settings.address.kind is AddressKind.DASHBOARD:
-            raise RayConfigurationError(
-                f"Connection {self.ray_conn_id!r} asks for transport 'driver' but its address "
-                f"{self.settings.address} is a dashboard's: give it the cluster's GCS address "
-                f"(host:6379), or use transport 'jobs'."
-            )
+        self._check_driver_address()
         from airflow_ray.cluster.driver import DriverTransport
 
         return DriverTransport(self, namespace)
+
+    def _check_driver_address(self) -> None:
+        if self.settings.address.kind is AddressKind.DASHBOARD:
+            raise RayConfigurationError(
+                f"Connection {self.conn_name!r} asks for transport 'driver' but its address "
+                f"{self.settings.address} is a dashboard's: give it the cluster's GCS address "
+                f"(host:6379), or use transport 'jobs'."
+            )
 
     def jobs_endpoint(self, start: bool = True) -> JobsEndpoint:
         """Where the cluster's Jobs API answers.
@@ -247,17 +315,14 @@ class RayHook(BaseHook):
             from airflow_ray.exceptions import EmbeddedClusterError
 
             cluster = EmbeddedCluster.from_config()
-            head = cluster.ensure_running() if start else cluster.status()
+            head = self._embedded_head(cluster) if start else cluster.status()
             if head is None:
                 raise EmbeddedClusterError(
                     f"The embedded Ray cluster of {self.describe()} does not run "
-                    f"(state {cluster.state_dir}): start it with `airflow-ray local start`."
+                    f"(state {cluster.state_dir}): start it with `airflow-ray local start`, or let "
+                    f"the first Ray task start it."
                 )
             cluster.wait_for_dashboard(head)
             return JobsEndpoint(head.dashboard_url, self.describe(head.dashboard_url), cluster.token())
         url = settings.dashboard_url or settings.address.dashboard_url
         return JobsEndpoint(url, self.describe(url), settings.token)
-
-
-def _left(deadline: float) -> float:
-    return max(deadline - time.monotonic(), 0.5)

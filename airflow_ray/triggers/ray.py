@@ -65,6 +65,7 @@ class RayJobTrigger(BaseTrigger):
         from airflow_ray.cluster.jobs import LogReader
         from airflow_ray.cluster.jobs_api import TERMINAL_STATES
         from airflow_ray.exceptions import AirflowRayError
+        from airflow_ray.operators.lines import log_line
 
         reader = LogReader()
         try:
@@ -77,7 +78,7 @@ class RayJobTrigger(BaseTrigger):
                 info = await client.info(self.submission_id)
                 final = info is None or info.get("status") in TERMINAL_STATES
                 for line in reader.feed(await client.logs(self.submission_id), final=final):
-                    self.log.info("%s", line.rstrip("\n"))
+                    log_line(self.log, line.rstrip("\n"))
                 record = reader.answer("end", "infeasible", "too_big")
                 if record is not None:
                     yield TriggerEvent({"status": "answered", "record": record, "resume": self.resume})

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -139,3 +142,89 @@ def test_hook_reconnects_to_the_embedded_cluster_after_another(ray_cluster):
     ray = RayHook().get_conn()
     assert ray.get_runtime_context().namespace == "airflow"
     assert node_count(ray) == 1
+
+
+def test_ray_client_with_a_wrong_token_fails_fast_with_the_servers_reason(ray_cluster):
+    head = ray_cluster.status()
+    with connection("ray_client_badtoken", host=head.client_address, password="not-the-token"):
+        started = time.monotonic()
+        with pytest.raises(RayConnectionError) as info:
+            RayHook("ray_client_badtoken").get_conn()
+        elapsed = time.monotonic() - started
+        ok, message = RayHook("ray_client_badtoken").test_connection()
+    assert elapsed < 10, elapsed  # was the whole connect timeout (30 s), then "did not finish"
+    assert str(info.value) == (
+        f"The Ray Client server of connection 'ray_client_badtoken' (address {head.client_address}) "
+        f"refused us: Invalid or missing authentication token (put the cluster's token "
+        f"(`ray get-auth-token` on the head node) in the connection's password field)."
+    )
+    assert not ok and message == str(info.value)
+
+
+def test_a_gcs_address_that_answers_http_fails_fast_and_says_so(ray_cluster):
+    """A driver connection pointed at the cluster's dashboard (an HTTP server)."""
+    head = ray_cluster.status()
+    dashboard = head.dashboard_url.removeprefix("http://")
+    with connection("ray_at_dashboard", host=dashboard):
+        started = time.monotonic()
+        with pytest.raises(RayConnectionError) as info:
+            RayHook("ray_at_dashboard").get_conn()
+        elapsed = time.monotonic() - started
+    assert elapsed < 10, elapsed  # was the whole connect timeout (30 s), then "no answer"
+    message = str(info.value)
+    assert message.startswith(
+        f"{dashboard} of connection 'ray_at_dashboard' (address {dashboard}) answers HTTP ('HTTP/1."
+    )
+    assert f"make the address {head.dashboard_url}" in message
+
+
+def test_ray_client_without_a_token_fails_fast_with_the_servers_reason(ray_cluster):
+    """In a fresh process: this one has presented the cluster's token to Ray already."""
+    head = ray_cluster.status()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_AUTH_")}
+    env["AIRFLOW_CONN_RAY_CLIENT_NOTOKEN"] = json.dumps({"conn_type": "ray", "host": head.client_address})
+    env["HOME"] = str(ray_cluster.state_dir)  # no ~/.ray/auth_token of this machine's user
+    script = (
+        "import time\n"
+        "from airflow_ray.hooks.ray import RayHook\n"
+        "started = time.monotonic()\n"
+        "try:\n"
+        "    RayHook('ray_client_notoken').get_conn()\n"
+        "except Exception as err:\n"
+        "    print('ERROR', round(time.monotonic() - started, 1), err)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120
+    )
+    (line,) = [line for line in done.stdout.splitlines() if line.startswith("ERROR ")]
+    _, elapsed, message = line.split(" ", 2)
+    assert float(elapsed) < 10, line
+    assert message.startswith(
+        f"The Ray Client server of connection 'ray_client_notoken' (address {head.client_address}) "
+        f"refused us: Invalid or missing authentication token"
+    )
+
+
+def test_rays_driver_chatter_is_logged_at_its_level_not_written_to_stderr(ray_cluster):
+    """Airflow's task runner logs each stderr line of a task at ERROR; Ray's "Connecting to
+    existing Ray cluster ..." used to be three such lines at the top of every Ray task log."""
+    head = ray_cluster.status()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_AUTH_")}
+    env["AIRFLOW_CONN_RAY_CHATTY"] = json.dumps(
+        {"conn_type": "ray", "host": head.gcs_address, "password": ray_cluster.token()}
+    )
+    # Airflow's own logging, as in a task process (it configures itself when airflow is imported).
+    script = "from airflow_ray.hooks.ray import RayHook\nRayHook('ray_chatty').get_conn()\n"
+    done = subprocess.run(
+        [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    for chatter in ("SIGTERM handler", "Connecting to existing Ray cluster", "Connected to Ray cluster"):
+        assert chatter not in done.stderr, done.stderr
+    logged = done.stdout.splitlines()
+    # Ray names the head by the address it resolved for it, with the GCS port.
+    connecting = re.compile(
+        rf"\[info +\] Connecting to existing Ray cluster at address: \S+:{head.gcs_port}\.\.\. +\[ray\._private\.worker\]"
+    )
+    assert [line for line in logged if connecting.search(line)], done.stdout
+    assert not [line for line in logged if "SIGTERM handler" in line]

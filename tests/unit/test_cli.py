@@ -8,7 +8,9 @@ import pytest
 
 from airflow_ray import cli
 from airflow_ray.checkpoint.store import CheckpointStore
-from airflow_ray.hooks.ray import RayHook
+from airflow_ray.cluster.address import ClusterAddress
+from airflow_ray.cluster.local import EmbeddedCluster
+from airflow_ray.hooks.ray import RayConnectionSettings, RayHook
 
 
 @pytest.fixture(autouse=True)
@@ -46,7 +48,39 @@ def transport(monkeypatch, no_connection):
 
     fake = FakeTransport()
     monkeypatch.setattr(RayHook, "get_transport", lambda hook, namespace=None: fake)
+    # A connection to a remote cluster (an embedded one is first looked at: see below).
+    remote = RayConnectionSettings(address=ClusterAddress.parse("head:6379"))
+    monkeypatch.setattr(RayHook, "settings", property(lambda hook: remote))
     return fake
+
+
+@pytest.fixture
+def no_embedded_cluster(monkeypatch, tmp_path):
+    """A state directory where no embedded cluster runs; starting one, or connecting, fails the test."""
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a read-only command started the embedded cluster or connected")
+
+    monkeypatch.setenv("AIRFLOW__RAY__EMBEDDED_DIR", str(tmp_path / "ray"))
+    monkeypatch.setattr(EmbeddedCluster, "ensure_running", refuse)
+    monkeypatch.setattr(RayHook, "get_conn", refuse)
+    monkeypatch.setattr(RayHook, "get_transport", refuse)
+    return tmp_path / "ray"
+
+
+@pytest.mark.parametrize(
+    ("argv", "said"),
+    [
+        (["pins", "list"], "so nothing is pinned"),
+        (["pins", "list", "--dag", "higgs"], "so nothing is pinned"),
+        (["pins", "release", "--all"], "so nothing is pinned and nothing was released"),
+    ],
+)
+def test_pins_of_an_embedded_cluster_that_does_not_run_start_none(capsys, no_embedded_cluster, argv, said):
+    assert cli.main(argv) == 0
+    out = capsys.readouterr().out
+    assert out == f"No embedded Ray cluster runs for {no_embedded_cluster}, {said}\n"
+    assert not (no_embedded_cluster / "cluster.json").exists()
 
 
 @pytest.fixture

@@ -41,7 +41,8 @@ def test_empty_or_local_means_embedded(address):
         ("tcp://head:8265", None, "unknown scheme"),
         ("head:port", None, "invalid port 'port'"),
         ("head:70000", None, "invalid port '70000'"),
-        ("head", 0, "invalid port '0'"),
+        ("head", -1, "invalid port '-1'"),
+        ("head:0", None, "invalid port '0'"),
         ("ray://:10001", None, "no valid host"),
         ("my head", None, "no valid host"),
     ],
@@ -50,3 +51,10 @@ def test_bad_addresses_name_the_value(address, port, message):
     with pytest.raises(RayConfigurationError, match=message) as info:
         ClusterAddress.parse(address, port)
     assert repr(address) in str(info.value)
+
+
+@pytest.mark.parametrize(("address", "expected"), [("head", "head:6379"), ("ray://head", "ray://head:10001")])
+def test_a_port_of_zero_is_no_port(address, expected):
+    # What Airflow's UI posts to test a connection saved without a port: Number(null) == 0.
+    assert ClusterAddress.parse(address, 0).ray_init_address() == expected
+    assert ClusterAddress.parse(None, 0).is_embedded

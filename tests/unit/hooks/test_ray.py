@@ -109,3 +109,67 @@ def test_an_unknown_transport_is_named(conn_env):
     conn_env("ray_bad", host="head", extra={"transport": "grpc"})
     with pytest.raises(RayConfigurationError, match="transport='grpc' is not one of auto, driver, jobs"):
         RayHook("ray_bad").settings
+
+
+@pytest.fixture
+def no_embedded_cluster(monkeypatch, tmp_path):
+    """A state directory where no embedded cluster runs; starting one fails the test."""
+    from airflow_ray.cluster.local import EmbeddedCluster
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("test_connection started the embedded cluster")
+
+    monkeypatch.setenv("AIRFLOW__RAY__EMBEDDED_DIR", str(tmp_path / "ray"))
+    monkeypatch.setattr(EmbeddedCluster, "ensure_running", refuse)
+    return tmp_path / "ray"
+
+
+@pytest.mark.parametrize("extra", [{}, {"transport": "jobs"}])
+def test_testing_the_embedded_cluster_says_it_does_not_run_and_starts_nothing(
+    conn_env, no_embedded_cluster, extra
+):
+    conn_env("ray_local", extra=extra)
+    ok, message = RayHook("ray_local").test_connection()
+    assert ok, message
+    assert message.startswith(
+        f"Connection 'ray_local' uses the embedded Ray cluster of this machine, which does not run now "
+        f"(state {no_embedded_cluster})."
+    )
+    assert "`airflow-ray local start`" in message and "first Ray task starts it" in message
+    assert not (no_embedded_cluster / "cluster.json").exists()
+
+
+def test_under_test_the_message_names_the_users_connection_not_the_temporary_id(
+    conn_env, no_embedded_cluster
+):
+    from airflow_ray.hooks.ray import connection_under_test
+
+    # Airflow's API server tests a copy of the connection under a random id (AIRFLOW_CONN_<id>).
+    conn_env("Xq3vB9aT", port=0)
+    token = connection_under_test.set("ray_cluster")
+    try:
+        ok, message = RayHook("Xq3vB9aT").test_connection()
+    finally:
+        connection_under_test.reset(token)
+    assert ok and message.startswith("Connection 'ray_cluster' uses the embedded Ray cluster")
+    assert "Xq3vB9aT" not in message
+
+
+def test_a_bad_field_under_test_names_the_users_connection(conn_env):
+    from airflow_ray.hooks.ray import connection_under_test
+
+    conn_env("Xq3vB9aT", host="head:6379", extra={"runtime_env": "{pip: x}"})
+    token = connection_under_test.set("ray_cluster")
+    try:
+        ok, message = RayHook("Xq3vB9aT").test_connection()
+    finally:
+        connection_under_test.reset(token)
+    assert not ok and "connection 'ray_cluster' field runtime_env is not valid JSON" in message
+
+
+def test_a_driver_connection_to_a_dashboard_fails_its_test_without_connecting(conn_env):
+    conn_env("ray_dash_driver", host="http://head:8265", extra={"transport": "driver"})
+    ok, message = RayHook("ray_dash_driver").test_connection()
+    assert (
+        not ok and "asks for transport 'driver' but its address http://head:8265 is a dashboard's" in message
+    )

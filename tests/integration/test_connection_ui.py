@@ -1,0 +1,239 @@
+"""The UI's *Test* button for ``ray`` connections, through a real ``airflow api-server``.
+
+Each test posts to ``/api/v2/connections/test`` exactly what the UI's Test button posts for a
+stored connection (built from the connection as the REST API returns it, as the UI builds it),
+and checks what a user would see: the message, the connection it names, and that the API server
+is still what it was afterwards: not a Ray driver, no embedded cluster started, and still alive
+80 s after the cluster it tested stopped (Ray's core ends a driver's process 60 s after that).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+
+from airflow_ray.cluster.local import EmbeddedCluster
+
+pytestmark = pytest.mark.integration
+
+
+@dataclass
+class ApiServer:
+    process: subprocess.Popen[bytes]
+    url: str
+    log_path: Path
+
+    def call(self, method: str, path: str, body: Any = None) -> tuple[int, Any]:
+        request = urllib.request.Request(
+            f"{self.url}{path}",
+            method=method,
+            data=None if body is None else json.dumps(body).encode(),
+            headers={"Content-Type": "application/json"},
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=120) as answer:
+                return answer.status, json.load(answer)
+        except urllib.error.HTTPError as err:
+            return err.code, json.load(err)
+
+    def store(self, conn_id: str, **fields: Any) -> None:
+        """Save a connection as the UI's Add form does (empty fields are left out)."""
+        status, answer = self.call(
+            "POST", "/api/v2/connections", {"connection_id": conn_id, "conn_type": "ray", **fields}
+        )
+        assert status == 201, answer
+
+    def test_from_ui(self, conn_id: str) -> tuple[int, Any]:
+        """Press Test on a stored connection: the body is built as the UI builds it."""
+        status, stored = self.call("GET", f"/api/v2/connections/{conn_id}")
+        assert status == 200, stored
+        return self.call("POST", "/api/v2/connections/test", ui_test_body(stored))
+
+    def ray_loaded(self) -> list[int]:
+        """The processes of the API server that have loaded Ray's core (it would make them drivers)."""
+        tree = psutil.Process(self.process.pid)
+        loaded = []
+        for proc in [tree, *tree.children(recursive=True)]:
+            try:
+                if any("_raylet" in m.path for m in proc.memory_maps()):
+                    loaded.append(proc.pid)
+            except psutil.NoSuchProcess:
+                continue
+        return loaded
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")[-4000:]
+
+
+def ui_test_body(stored: dict[str, Any]) -> dict[str, Any]:
+    """What the Test button of Airflow 3.3.2's connection list posts (airflow/ui, minified):
+
+    ``{conn_type: n.conn_type, connection_id: n.connection_id, description: n.description ?? "",
+    extra: n.extra === "" || n.extra === null ? "{}" : n.extra, host: n.host ?? "",
+    login: n.login ?? "", password: n.password ?? "", port: Number(n.port), schema: n.schema ?? ""}``
+
+    ``Number(null)`` is 0: a connection saved without a port is tested with port 0.
+    """
+    return {
+        "conn_type": stored["conn_type"],
+        "connection_id": stored["connection_id"],
+        "description": stored.get("description") or "",
+        "extra": "{}" if stored.get("extra") in ("", None) else stored["extra"],
+        "host": stored.get("host") or "",
+        "login": stored.get("login") or "",
+        "password": stored.get("password") or "",
+        "port": int(stored["port"] or 0),
+        "schema": stored.get("schema") or "",
+    }
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def embedded_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The API server's own embedded-cluster state directory (no cluster runs there at first)."""
+    return tmp_path_factory.mktemp("uiray") / "ray"
+
+
+@pytest.fixture(scope="module")
+def api_server(
+    airflow_db: Path, embedded_dir: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ApiServer]:
+    port = _free_port()
+    env = os.environ.copy()
+    env.update(
+        {
+            "AIRFLOW__CORE__TEST_CONNECTION": "Enabled",
+            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "True",
+            "AIRFLOW__RAY__EMBEDDED_DIR": str(embedded_dir),
+            "AIRFLOW__RAY__CONNECT_TIMEOUT": "15",
+        }
+    )
+    log_path = tmp_path_factory.mktemp("uiapi") / "api-server.log"
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "airflow", "api-server", "--port", str(port)],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    server = ApiServer(process, f"http://127.0.0.1:{port}", log_path)
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                server.call("GET", "/api/v2/monitor/health")
+                break
+            except OSError:
+                assert process.poll() is None, server.log()
+                assert time.monotonic() < deadline, f"the API server did not start: {server.log()}"
+                time.sleep(1)
+        yield server
+    finally:
+        tree = psutil.Process(process.pid)
+        children = tree.children(recursive=True)
+        process.send_signal(signal.SIGTERM)
+        _, alive = psutil.wait_procs([tree, *children], timeout=20)
+        for leftover in alive:
+            leftover.kill()
+
+
+def test_the_plugin_documents_the_provider(api_server: ApiServer):
+    status, providers = api_server.call("GET", "/api/v2/providers")
+    assert status == 200
+    (ours,) = [p for p in providers["providers"] if p["package_name"] == "airflow-ray"]
+    assert ours["documentation_url"] == "airflow-ray/readme"
+    with urllib.request.urlopen(f"{api_server.url}/{ours['documentation_url']}", timeout=30) as answer:
+        assert answer.read().decode().startswith("# airflow-ray")
+
+
+def test_the_embedded_connection_is_looked_at_not_started(api_server: ApiServer, embedded_dir: Path):
+    # The README's connection: an empty Address (and so no port).
+    api_server.store("ray_local_ui")
+    status, answer = api_server.test_from_ui("ray_local_ui")
+    assert status == 200, answer
+    assert answer["status"] is True, answer
+    message = answer["message"]
+    assert message.startswith(
+        f"Connection 'ray_local_ui' uses the embedded Ray cluster of this machine, which does not run now "
+        f"(state {embedded_dir})."
+    )
+    assert "`airflow-ray local start`" in message
+    assert EmbeddedCluster(embedded_dir).status() is None
+    assert not (embedded_dir / "cluster.json").exists()
+    assert api_server.ray_loaded() == []
+
+
+def test_a_failure_names_the_users_connection(api_server: ApiServer):
+    closed = _free_port()
+    api_server.store("ray_down_ui", host=f"127.0.0.1:{closed}")
+    started = time.monotonic()
+    status, answer = api_server.test_from_ui("ray_down_ui")
+    assert status == 200, answer
+    assert answer["status"] is False
+    assert f"connection 'ray_down_ui' (address 127.0.0.1:{closed})" in answer["message"]
+    assert "nothing answers" in answer["message"]
+    assert time.monotonic() - started < 30
+    assert api_server.ray_loaded() == []
+
+
+def test_a_running_cluster_then_stopped_leaves_the_api_server_up(api_server: ApiServer, embedded_dir: Path):
+    cluster = EmbeddedCluster(embedded_dir, num_cpus=1, object_store_memory=100 * 1024**2)
+    head = cluster.ensure_running()
+    try:
+        # host:6379 form, the port inside the Address, the token in the password field.
+        api_server.store("ray_gcs_ui", host=head.gcs_address, password=cluster.token())
+        status, answer = api_server.test_from_ui("ray_gcs_ui")
+        assert status == 200, answer
+        assert answer["status"] is True, answer
+        assert answer["message"] == (
+            f"Connection 'ray_gcs_ui': connected to Ray 2.60.0 at {head.gcs_address}: 1 node(s), 1 CPU, 0 GPU."
+        )
+        status, answer = api_server.test_from_ui("ray_local_ui")
+        assert answer["status"] is True, answer
+        assert answer["message"].startswith(
+            f"Connection 'ray_local_ui': connected to Ray 2.60.0 at the embedded Ray cluster at "
+            f"{head.gcs_address} (pid {head.pid}): 1 node(s), 1 CPU, 0 GPU."
+        )
+        assert api_server.ray_loaded() == []
+    finally:
+        assert cluster.stop()
+    # Ray's core ends a driver's process 60 s after its cluster stops; the API server is none.
+    time.sleep(80)
+    assert api_server.process.poll() is None, api_server.log()
+    status, _ = api_server.call("GET", "/api/v2/monitor/health")
+    assert status == 200
+    status, answer = api_server.test_from_ui("ray_gcs_ui")
+    assert status == 200 and answer["status"] is False
+    assert f"connection 'ray_gcs_ui' (address {head.gcs_address})" in answer["message"]
+
+
+def test_without_the_plugin_airflow_refuses_the_uis_port_zero(api_server: ApiServer):
+    """The Airflow 3.3.2 bug the plugin works around for ``ray`` connections (apache/airflow#73298):
+    a connection of another type saved without a port is refused as "a different endpoint"."""
+    status, answer = api_server.call(
+        "POST", "/api/v2/connections", {"connection_id": "generic_ui", "conn_type": "generic", "host": "h"}
+    )
+    assert status == 201, answer
+    status, answer = api_server.test_from_ui("generic_ui")
+    assert status == 400
+    assert "The host or port to test differs from the stored connection" in answer["detail"]

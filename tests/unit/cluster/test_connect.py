@@ -1,0 +1,98 @@
+"""The fast checks before ``ray.init``, against real servers on 127.0.0.1."""
+
+from __future__ import annotations
+
+import http.server
+import logging
+import socket
+import threading
+import time
+
+import pytest
+
+from airflow_ray.cluster import connect
+from airflow_ray.exceptions import RayConnectionError
+
+
+@pytest.fixture
+def http_server():
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), http.server.SimpleHTTPRequestHandler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server.server_address[1]
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.fixture
+def http1_server():
+    """Answers anything with an HTTP/1.1 status line, as aiohttp (Ray's dashboard) does."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(8)
+
+    def answer() -> None:
+        conn, _ = server.accept()
+        with conn:
+            conn.recv(1024)
+            conn.sendall(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n")
+
+    thread = threading.Thread(target=answer, daemon=True)
+    thread.start()
+    yield server.getsockname()[1]
+    thread.join(5)
+    server.close()
+
+
+@pytest.fixture
+def silent_server():
+    """Accepts connections and never says a word."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(8)
+    yield server.getsockname()[1]
+    server.close()
+
+
+def test_an_http_server_is_named_at_once(http_server):
+    started = time.monotonic()
+    with pytest.raises(RayConnectionError) as info:
+        connect.check_speaks_grpc("127.0.0.1", http_server, where="connection 'ray_web'")
+    assert time.monotonic() - started < 2
+    message = str(info.value)
+    # Python's http.server answers an HTTP/2 preface with a bare HTML error page (HTTP/0.9 style).
+    assert (
+        f"127.0.0.1:{http_server} of connection 'ray_web' answers, but not in HTTP/2 (it sent b'<!DOCTYPE"
+        in message
+    )
+    assert f"http://127.0.0.1:{http_server}" in message and "host:6379" in message
+
+
+def test_an_http1_server_is_named_with_its_status_line(http1_server):
+    with pytest.raises(
+        RayConnectionError, match=r"answers HTTP \('HTTP/1.1 400 Bad Request'\), not Ray's gRPC"
+    ):
+        connect.check_speaks_grpc("127.0.0.1", http1_server, where="connection 'ray_web'")
+
+
+def test_a_silent_server_passes_after_the_timeout(silent_server):
+    started = time.monotonic()
+    connect.check_speaks_grpc("127.0.0.1", silent_server, where="x", timeout=0.5)
+    assert 0.4 < time.monotonic() - started < 2
+
+
+def test_ray_logs_go_through_python_logging_at_their_own_level(caplog):
+    import ray  # noqa: F401 - gives the "ray" logger its stderr handler, as in a task
+
+    caplog.set_level(logging.INFO)
+    assert logging.getLogger("ray").handlers, "Ray no longer adds a handler: this test tests nothing"
+    connect.ray_logs_to_python_logging()
+    ray_logger = logging.getLogger("ray")
+    assert ray_logger.handlers == [] and ray_logger.propagate
+    connect.ray_logs_to_python_logging()  # again: one filter, not two
+    assert len(logging.getLogger("ray._private.worker").filters) == 1
+    worker = logging.getLogger("ray._private.worker")
+    worker.info("Connecting to existing Ray cluster at address: %s...", "127.0.0.1:1")
+    worker.warning("SIGTERM handler is not set because current thread is not the main thread.")
+    ray_records = [(r.levelname, r.getMessage()) for r in caplog.records if r.name.startswith("ray")]
+    assert ray_records == [("INFO", "Connecting to existing Ray cluster at address: 127.0.0.1:1...")]

@@ -242,3 +242,37 @@ def test_a_deferred_task_past_its_execution_timeout_fails_and_its_ray_job_stops(
     assert written < 60 and time.monotonic() - started < 120
     log = deployment.task_log("jobs_timeout", run_id, "long_work")
     assert "its deferral failed" in log, log[-3000:]
+
+
+def test_a_second_copy_started_by_a_retry_is_the_only_result_anyone_reads(
+    deployment: Deployment, tmp_path: Path
+):
+    marker = tmp_path / "orphan_retry.marker"
+    seconds = 12
+    run_id = deployment.trigger("orphan_retry", {"marker": str(marker), "seconds": seconds})
+    deadline = time.monotonic() + 120
+    while not (marker.exists() and "tick 1" in marker.read_text()):
+        assert time.monotonic() < deadline, f"orphan_retry never started: {deployment.logs()}"
+        time.sleep(0.5)
+    pid = deployment.task_instances("orphan_retry", run_id)["produce"]["pid"]
+    os.kill(int(pid), signal.SIGKILL)
+    state = deployment.wait_for_run("orphan_retry", run_id, timeout=240)
+    tis = deployment.task_instances("orphan_retry", run_id)
+    assert state == "success", (
+        {k: ti["state"] for k, ti in tis.items()},
+        deployment.task_log("orphan_retry", run_id, "produce")[-4000:],
+    )
+    assert tis["produce"]["try_number"] == 2
+    lines = marker.read_text().splitlines()
+    assert lines.count("start 1") == 1 and lines.count("start 2") == 1, lines
+    # The first copy was stopped when the second started: none of its ticks came after that.
+    assert "tick 1" not in lines[lines.index("start 2") + 2 :], lines
+    assert lines.count("tick 1") < 2 * seconds, lines
+    xcoms = {
+        task_id: deployment.call(
+            "GET",
+            f"/api/v2/dags/orphan_retry/dagRuns/{run_id}/taskInstances/{task_id}/xcomEntries/return_value",
+        )["value"]
+        for task_id in ("read_now", "read_later")
+    }
+    assert xcoms == {"read_now": "COPY-2", "read_later": "COPY-2"}, xcoms

@@ -26,11 +26,12 @@ import time
 from typing import Any
 
 from airflow_ray._remote import pins
-from airflow_ray._remote.protocol import CallState, PollReply
+from airflow_ray._remote.protocol import CallState, PollReply, Producer, Returned
 
 MARK = "@@airflow-ray@@"
 PAYLOAD_NAME = "payload.pkl"
 _POLL_INTERVAL = 0.5
+_WAIT_NOTICE = 15.0  # seconds between notices that the task still waits for resources
 
 
 def record(event: str, **values: Any) -> str:
@@ -122,6 +123,8 @@ def run(request: Request, out: _Writer) -> None:
     signal.signal(signal.SIGTERM, stop)
     out.record("begin", call_id=call_id)
     offset = 0
+    submitted = time.monotonic()
+    notice = submitted + _WAIT_NOTICE
     while True:
         reply = PollReply.from_wire(ray.get(owner.poll.remote(call_id, offset, _POLL_INTERVAL)))
         for text in reply.output:
@@ -129,6 +132,13 @@ def run(request: Request, out: _Writer) -> None:
         offset = reply.offset
         if reply.state.is_terminal():
             break
+        if not reply.started and time.monotonic() > notice:
+            notice = time.monotonic() + _WAIT_NOTICE
+            free = {k: round(v, 2) for k, v in ray.available_resources().items() if "node:" not in k}
+            out.output(
+                f"The Ray task has not started after {time.monotonic() - submitted:.0f} s: it waits for "
+                f"the resources it asked for (free in the cluster now: {free})\n"
+            )
     wire = reply.to_wire()
     if wire["error"] is not None:
         wire["error"]["pickled"] = encode_bytes(wire["error"]["pickled"])
@@ -147,7 +157,30 @@ def run(request: Request, out: _Writer) -> None:
         wire["value"] = encode_bytes(data)
     else:
         owner.take.remote(call_id)
+        if reply.state is CallState.DONE and reply.returned is not None and args.get("small_bytes"):
+            wire["small"] = _small_values(owner, Producer.from_wire(args["producer"]), reply.returned, args)
     out.record("end", reply=wire)
+
+
+def _small_values(owner: Any, producer: Producer, returned: Returned, args: dict[str, Any]) -> dict[str, str]:
+    """``{pin key: pickled value}`` of the results no larger than ``small_bytes``: the Airflow
+    side may keep them in the XCom row itself, without a job to fetch them."""
+    import ray
+
+    limit = args["small_bytes"]
+    parts = returned.parts if returned.parts is not None else {producer.key: returned.meta}
+    small = {}
+    for key, meta in parts.items():
+        size = meta.get("size_bytes")
+        if not isinstance(size, int) or size > limit:
+            continue
+        pin = producer.with_key(key).pin_key
+        held = ray.get(owner.get.remote(pin))
+        if held is not None:
+            data = _dumps(ray.get(held[0]))
+            if len(data) <= 2 * limit:
+                small[pin] = encode_bytes(data) or ""
+    return small
 
 
 def _dumps(value: Any) -> bytes:

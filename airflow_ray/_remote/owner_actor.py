@@ -49,6 +49,7 @@ class _Call:
     result: Any = None  # ObjectRef of the return value, or {key: ObjectRef} for a split dict
     finished_at: float = 0.0
     seen_at: float = field(default_factory=time.monotonic)  # last asked about (poll, take, ...)
+    started: bool = False  # the task sent its first event: it has a worker
     stop_reason: str | None = None  # why the owner cancelled it
     changed: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -155,8 +156,10 @@ class OwnerActor:
         try:
             async for ref in call.generator:
                 event = parse_event(await ref)
+                call.started = True
                 if isinstance(event, Output):
-                    call.output.append(event.text)
+                    if event.text:
+                        call.output.append(event.text)
                     call.changed.set()
                 elif isinstance(event, Failure):
                     call.error = CallError(
@@ -228,7 +231,7 @@ class OwnerActor:
             except asyncio.TimeoutError:
                 pass
         return PollReply(
-            call.state, call.output[offset:], len(call.output), call.error, call.returned
+            call.state, call.output[offset:], len(call.output), call.error, call.returned, call.started
         ).to_wire()
 
     async def take(self, call_id: str) -> list[Any]:

@@ -243,6 +243,7 @@ class PollReply:
     offset: int = 0
     error: CallError | None = None
     returned: Returned | None = None
+    started: bool = True  # False while the task waits for a worker (resources, placement)
 
     def to_wire(self) -> dict[str, Any]:
         return {
@@ -251,6 +252,7 @@ class PollReply:
             "offset": self.offset,
             "error": None if self.error is None else self.error.to_wire(),
             "returned": None if self.returned is None else self.returned.to_wire()[1],
+            "started": self.started,
         }
 
     @classmethod
@@ -262,6 +264,7 @@ class PollReply:
             int(document["offset"]),
             None if error is None else CallError.from_wire(error),
             None if returned is None else Returned.from_meta(returned),
+            bool(document.get("started", True)),
         )
 
 

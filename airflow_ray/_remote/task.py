@@ -246,6 +246,7 @@ def run_streaming(
             pickle_exception(error), f"{type(error).__name__}: {error}\n", "ModuleNotFoundError"
         ).to_wire()
         return
+    yield Output("").to_wire()  # tells the caller that the task has a worker and runs
     if inputs:
         args, kwargs = fill_slots(args, inputs), fill_slots(kwargs, inputs)
     wake = threading.Event()

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import pickle
+import time
 from collections.abc import Callable, Iterator
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
@@ -29,6 +30,34 @@ EMBEDDED_GONE = (
 )
 
 
+class WaitNotice:
+    """Says, every ``every`` seconds, that a submitted task has not started, and what the cluster
+    has free: a task queued behind busy resources is not silent."""
+
+    def __init__(self, name: str, every: float = 15.0) -> None:
+        self.name = name
+        self.every = every
+        self.since = time.monotonic()
+        self.next = self.since + every
+
+    def tick(self, log: Any, free: Callable[[], dict[str, float]]) -> None:
+        now = time.monotonic()
+        if now < self.next:
+            return
+        self.next = now + self.every
+        try:
+            available = {k: round(v, 2) for k, v in free().items() if "node:" not in k}
+        except Exception:  # noqa: BLE001 - only for the message
+            available = {}
+        (log or logging.getLogger(__name__)).info(
+            "Ray task %s has not started after %.0f s: it waits for the resources it asked for "
+            "(free in the cluster now: %s)",
+            self.name,
+            now - self.since,
+            available or "unknown",
+        )
+
+
 class DriverTransport(OwnedResults):
     """Runs tasks through the owner actor of the cluster this process connects to as a driver.
 
@@ -37,6 +66,7 @@ class DriverTransport(OwnedResults):
     """
 
     checks_inputs = False
+    releases_cheaply = True
 
     @cached_property
     def owner(self) -> Any:
@@ -115,6 +145,7 @@ class DriverTransport(OwnedResults):
         import ray
 
         offset = 0
+        waiting = WaitNotice(call.name)
         while True:
             # A short long-poll returns to Python between calls, so that signal handlers
             # (Airflow's execution_timeout, SIGTERM) run while a long task is silent.
@@ -131,6 +162,8 @@ class DriverTransport(OwnedResults):
                 on_output(text)
             offset = reply.offset
             if not reply.state.is_terminal():
+                if not reply.started:
+                    waiting.tick(log, ray.available_resources)
                 continue
             if reply.state is CallState.DONE and reply.returned is not None:
                 return reply.returned
@@ -167,6 +200,13 @@ class DriverTransport(OwnedResults):
             if isinstance(result, dict):
                 return {key: ray.get(ref) for key, ref in result.items()}
             return ray.get(result)
+
+    def small_results(self, call: Call, pinned: dict[str, Input], max_bytes: int) -> dict[str, Any]:
+        import ray
+
+        with self._owner_alive(f"fetching the small results of Ray task {call.name}"):
+            refs = {key: self._ref(item) for key, item in pinned.items()}
+            return {key: ray.get(ref) for key, ref in refs.items() if ref is not None}
 
     def forget(self, call: Call) -> None:
         self.owner.take.remote(call.call_id)

@@ -151,6 +151,7 @@ class JobsTransport(OwnedResults):
     # A task's own job checks its inputs as it starts (one job instead of two): submit() raises
     # RayInputsMissingError for lost ones, so callers need not ask missing() first.
     checks_inputs = True
+    releases_cheaply = False
 
     def __init__(self, hook: RayHook, namespace: str | None = None) -> None:
         super().__init__(hook, namespace)
@@ -249,6 +250,7 @@ class JobsTransport(OwnedResults):
             "requires": spec.requires,
             "demand": spec.resources.demand(),
             "max_bytes": config.jobs_inline_max_bytes(),
+            "small_bytes": spec.small_bytes,
         }
         submission_id = spec.submission_id or f"airflow-ray-{uuid.uuid4().hex}"
         call = Call(spec.name, self._start("run", arguments, submission_id, spec.name))
@@ -325,6 +327,20 @@ class JobsTransport(OwnedResults):
         import pickle
 
         return pickle.loads(data)
+
+    def small_results(self, call: Call, pinned: dict[str, Input], max_bytes: int) -> dict[str, Any]:
+        import pickle
+
+        from airflow_ray._remote.job_entry import decode_bytes
+
+        # The job sent them with its answer (job_entry.run): no second job to fetch them.
+        record = self._answers.get(call.call_id) or {}
+        sent = (record.get("reply") or {}).get("small") or {}
+        return {
+            key: pickle.loads(decode_bytes(sent[item.pin]) or b"")
+            for key, item in pinned.items()
+            if item.pin in sent
+        }
 
     def forget(self, call: Call) -> None:
         self._answers.pop(call.call_id, None)

@@ -53,6 +53,8 @@ class TaskSpec:
     submission_id: str | None = None  # the same for the same task-instance try (Jobs API)
     # (package, what needs it): checked on the Ray node before the callable runs.
     requires: list[tuple[str, str]] = field(default_factory=list)
+    # Pinned results up to this size may travel back with the answer (Transport.small_results).
+    small_bytes: int = 0
 
 
 @dataclass(frozen=True)
@@ -103,6 +105,15 @@ class Transport(Protocol):
     def forget(self, call: Call) -> None:
         """Let the cluster drop the call (its result stays only where it was pinned)."""
         ...
+
+    def small_results(self, call: Call, pinned: dict[str, Input], max_bytes: int) -> dict[str, Any]:
+        """The values of a finished call's pinned results (``{XCom key: pin}``) that are no larger
+        than ``max_bytes``, fetched here; called before :meth:`forget`."""
+        ...
+
+    # Whether release() is cheap enough to call for every task (the driver's is a method call;
+    # the Jobs API's is a job of its own: small pins are left to retention there).
+    releases_cheaply: bool
 
     def cancel(self, call: Call) -> None:
         """Stop the task (a callable cannot be interrupted softly: its worker is killed)."""

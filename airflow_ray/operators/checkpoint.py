@@ -28,10 +28,19 @@ class RayCheckpointOperator(BaseOperator):
     When a later task needs a result that the cluster no longer holds, the XCom backend
     restores it from the configured location (``[ray] checkpoint_bucket``, the default here).
 
+    Each checkpoint written is an asset event of every ``AssetAlias`` in ``outlets``: the
+    asset's URI is the checkpoint's file, the event's extra its manifest (format, size, sha256,
+    producer), so a DAG scheduled on the alias runs on each new checkpoint. With the OpenLineage
+    provider installed, the files written are the task's output datasets.
+
     .. code-block:: python
 
         features = build_features()  # a @task.ray returning a pyarrow Table
-        RayCheckpointOperator(task_id="checkpoint", outputs=[features, "split:test"])
+        RayCheckpointOperator(
+            task_id="checkpoint",
+            outputs=[features, "split:test"],
+            outlets=[AssetAlias("features")],
+        )
 
     :param outputs: what to checkpoint (templated): XComArgs, or task ids as text, with
         ``task_id:key`` for another XCom key than ``return_value``. A mapped task's results are
@@ -65,14 +74,17 @@ class RayCheckpointOperator(BaseOperator):
         self.aws_conn_id = aws_conn_id
         self.bucket = bucket
         self.prefix = prefix
+        self._written: list[str] = []  # the URIs of the files written, for OpenLineage
 
     def execute(self, context: Context) -> list[dict[str, Any]]:
         from airflow_ray.checkpoint.store import CheckpointLocation, CheckpointStore
+        from airflow_ray.lineage import announce_checkpoints, checkpoint_aliases
         from airflow_ray.xcom.reference import ray_consumer
 
         store = CheckpointStore(CheckpointLocation.resolve(self.aws_conn_id, self.bucket, self.prefix))
         s3 = store.preflight()
         ti = context["ti"]
+        aliases = checkpoint_aliases(self.outlets)
         written: list[dict[str, Any]] = []
         for source in self.outputs:
             task_id, _, key = source.partition(":")
@@ -90,7 +102,11 @@ class RayCheckpointOperator(BaseOperator):
             )
             for index, value in enumerate(values):
                 producer = Producer(ti.dag_id, ti.run_id, task_id, index if mapped else -1, key)
-                for manifest in _write(store, producer, value, s3):
+                manifests = _write(store, producer, value, s3)
+                self._written.extend(manifest["uri"] for manifest in manifests)
+                if aliases:
+                    announce_checkpoints(context, aliases, manifests)
+                for manifest in manifests:
                     self.log.info(
                         "Checkpointed XCom %r of task %r to %s (%s, %d bytes)",
                         key,
@@ -110,7 +126,19 @@ class RayCheckpointOperator(BaseOperator):
                             "sha256": manifest["sha256"],
                         }
                     )
+        if aliases:
+            self.log.info(
+                "Announced %d checkpoint(s) as asset events of %s",
+                len(written),
+                ", ".join(repr(alias.name) for alias in aliases),
+            )
         return written
+
+    def get_openlineage_facets_on_complete(self, task_instance: Any) -> Any:
+        """OpenLineage (when its provider is installed): the S3 files written are the outputs."""
+        from airflow_ray.lineage import operator_lineage
+
+        return operator_lineage(outputs=self._written)
 
 
 def _write(store: CheckpointStore, producer: Producer, value: Any, s3: S3Access) -> list[dict[str, Any]]:

@@ -94,6 +94,11 @@ class RayPythonOperator(RayTaskRunner, PythonOperator):
         original Ray provider's name for it, is accepted too.
     :param checkpoint_bucket: its S3 bucket (templated; default ``[ray] checkpoint_bucket``).
     :param checkpoint_prefix: its key prefix (templated; default ``[ray] checkpoint_prefix``).
+        Each checkpoint written is an asset event of every ``AssetAlias`` in ``outlets``, with
+        its manifest as the event's extra.
+    :param lineage_inputs: paths or URIs the callable reads (templated; empty ones are left
+        out), reported as its input datasets when the OpenLineage provider is installed, beside
+        the checkpoint files it writes as outputs.
     :param deferrable: through the Jobs API, free the worker slot while the Ray task runs: the
         triggerer follows the job (default ``[operators] default_deferrable``). A driver
         connection cannot defer; the task then runs in place, with a warning.
@@ -117,6 +122,7 @@ class RayPythonOperator(RayTaskRunner, PythonOperator):
         "checkpoint_conn_id",
         "checkpoint_bucket",
         "checkpoint_prefix",
+        "lineage_inputs",
     )
     template_fields_renderers = {
         **PythonOperator.template_fields_renderers,
@@ -147,6 +153,7 @@ class RayPythonOperator(RayTaskRunner, PythonOperator):
         checkpoint_bucket: str | None = None,
         checkpoint_prefix: str | None = None,
         checkpoint_source: str | None = None,
+        lineage_inputs: str | Sequence[str] | None = None,
         deferrable: bool | None = None,
         poll_interval: float = 1.0,
         **kwargs: Any,
@@ -170,6 +177,8 @@ class RayPythonOperator(RayTaskRunner, PythonOperator):
         self.checkpoint_conn_id = checkpoint_conn_id or checkpoint_source
         self.checkpoint_bucket = checkpoint_bucket
         self.checkpoint_prefix = checkpoint_prefix
+        self.lineage_inputs = lineage_inputs
+        self._checkpoint_uris: list[str] = []
         self.deferrable = _default_deferrable() if deferrable is None else deferrable
         self.poll_interval = poll_interval
         self._call: tuple[Transport, Call] | None = None
@@ -320,6 +329,16 @@ class RayPythonOperator(RayTaskRunner, PythonOperator):
             CheckpointLocation.resolve(
                 self.checkpoint_conn_id, self.checkpoint_bucket, self.checkpoint_prefix
             )
+        )
+
+    def get_openlineage_facets_on_complete(self, task_instance: Any) -> Any:
+        """OpenLineage (when its provider is installed): ``lineage_inputs`` in, checkpoints out."""
+        from airflow_ray.lineage import operator_lineage
+
+        inputs = self.lineage_inputs
+        return operator_lineage(
+            inputs=[inputs] if isinstance(inputs, str) else list(inputs or ()),
+            outputs=self._checkpoint_uris,
         )
 
     def on_kill(self) -> None:

@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from airflow_ray.checkpoint.store import CheckpointStore
     from airflow_ray.cluster.transport import Call, TaskSpec, Transport
     from airflow_ray.hooks.ray import RayHook
+    from airflow_ray.results.outputs import PinnedOutputs
     from airflow_ray.xcom.reference import RayXComReference
 
 
@@ -45,6 +46,9 @@ class RayTaskRunner(ResumableJobMixin):
         ray_link: str | None
         _result: dict[str, Any]
         _references_in: list[RayXComReference]
+        _context: Context | None
+        _checkpoint_uris: list[str]
+        outlets: list[Any]
 
         @property
         def hook(self) -> RayHook: ...
@@ -59,6 +63,7 @@ class RayTaskRunner(ResumableJobMixin):
 
     def submit_job(self, context: Context) -> dict[str, Any]:
         """Submit the Ray task; what a retry needs to find it again (stored before following)."""
+        from airflow_ray import config
         from airflow_ray.results.handover import submit
 
         transport = self.transport
@@ -72,6 +77,8 @@ class RayTaskRunner(ResumableJobMixin):
         keep = self._keeps_result()
         if keep or store is not None:
             spec.pin = self.producer  # under this try's key: no other try's copy can replace it
+        if keep:
+            spec.small_bytes = config.inline_max_bytes()
         p = self.producer
         spec.submission_id = _submission_id(p, p.try_number)
         call = submit(transport, spec, self._references_in)
@@ -227,6 +234,7 @@ class RayTaskRunner(ResumableJobMixin):
     def _finish(self, call: Call, external_id: Any, returned: Returned) -> Any:
         """What the task returns to Airflow: references to the pinned result (checkpointed first
         with ``checkpoint=True``), or the value itself."""
+        from airflow_ray import config
         from airflow_ray.results.outputs import PinnedOutputs
 
         transport = self.transport
@@ -238,19 +246,40 @@ class RayTaskRunner(ResumableJobMixin):
                 transport.forget(call)
             self._result["value"] = value
             return value
-        transport.forget(call)
         outputs = PinnedOutputs(transport, self.producer, returned)
+        small = {}
+        if external_id.get("keep") and self.do_xcom_push:
+            # Small results stay in the XCom row, readable in the UI, as Airflow's own backend keeps them.
+            small = outputs.small_values(call, config.inline_max_bytes())
+        transport.forget(call)
         checkpoints = {}
         store = self._checkpoint_store()
         if store is not None:
             with LineLogger.to(self.log) as lines:
                 checkpoints = outputs.checkpoint(store, None, lines.write, self.log)
+            self._announce(store, outputs, checkpoints)
         if external_id.get("keep"):
-            value = outputs.references(self.ray_conn_id, checkpoints)
+            value = outputs.references(self.ray_conn_id, checkpoints, small)
+            outputs.release_small(small)
         else:  # pinned only so that the checkpoint could be written from the cluster
             value = outputs.fetch_and_release(fetch=self.do_xcom_push)
         self._result["value"] = value
         return value
+
+    def _announce(
+        self, store: CheckpointStore, outputs: PinnedOutputs, checkpoints: dict[str, dict[str, Any]]
+    ) -> None:
+        """Note the files written (OpenLineage's outputs) and add an asset event of each to every
+        ``AssetAlias`` in ``outlets``, its manifest the event's extra."""
+        from airflow_ray.lineage import announce_checkpoints, checkpoint_aliases, written_manifests
+
+        self._checkpoint_uris = [document["uri"] for document in checkpoints.values()]
+        aliases = checkpoint_aliases(self.outlets)
+        if aliases and self._context is not None:
+            count = announce_checkpoints(self._context, aliases, written_manifests(store, outputs.producers))
+            self.log.info(
+                "Announced %d checkpoint(s) as asset events of %s", count, [a.name for a in aliases]
+            )
 
 
 def _submission_id(producer: Producer, try_number: int) -> str:

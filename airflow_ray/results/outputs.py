@@ -14,7 +14,7 @@ from airflow_ray.xcom.reference import RayXComReference
 if TYPE_CHECKING:
     from airflow_ray._remote.s3io import S3Access
     from airflow_ray.checkpoint.store import CheckpointStore
-    from airflow_ray.cluster.transport import Transport
+    from airflow_ray.cluster.transport import Call, Transport
 
 
 class PinnedOutputs:
@@ -63,17 +63,50 @@ class PinnedOutputs:
             documents[key] = {**store.location.to_json(), "uri": manifest["uri"]}
         return documents
 
-    def references(self, conn_id: str, checkpoints: dict[str, dict[str, Any]] | None = None) -> Any:
-        """The XCom value(s) that stay references: one per key of a split dict, else one."""
-        metas = self.returned.parts if self.returned.parts is not None else {RETURN_VALUE: self.returned.meta}
+    @property
+    def _metas(self) -> dict[str, dict[str, Any]]:
+        return self.returned.parts if self.returned.parts is not None else {RETURN_VALUE: self.returned.meta}
+
+    def small_values(self, call: Call, max_bytes: int) -> dict[str, Any]:
+        """``{key: value}`` of the results that Airflow's own XCom serializer stores as they are,
+        in at most ``max_bytes``: fetched here, before the call is forgotten (see
+        :meth:`release_small`)."""
+        if max_bytes <= 0:
+            return {}
+        candidates = {
+            key: self._input(key)
+            for key, meta in self._metas.items()
+            if isinstance(meta.get("size_bytes"), int) and meta["size_bytes"] <= max_bytes
+        }
+        if not candidates:
+            return {}
+        fetched = self.transport.small_results(call, candidates, max_bytes)
+        return {key: value for key, value in fetched.items() if _storable_in_row(value, max_bytes)}
+
+    def release_small(self, small: dict[str, Any]) -> None:
+        """Unpin what the XCom row now holds itself, where that is cheap (else retention does)."""
+        if small and self.transport.releases_cheaply:
+            self.transport.release([self._input(key) for key in small])
+
+    def references(
+        self,
+        conn_id: str,
+        checkpoints: dict[str, dict[str, Any]] | None = None,
+        inline: dict[str, Any] | None = None,
+    ) -> Any:
+        """The XCom value(s): one per key of a split dict, else one; a reference for each, but
+        for the values in ``inline``, which are themselves."""
+        inline = inline or {}
         return self._shaped(
             {
-                key: RayXComReference(
+                key: inline[key]
+                if key in inline
+                else RayXComReference(
                     conn_id,
                     self.transport.namespace,
                     self.transport.owner_name,
                     producer,
-                    metas[key],
+                    self._metas[key],
                     (checkpoints or {}).get(key),
                 )
                 for key, producer in self.producers.items()
@@ -89,3 +122,19 @@ class PinnedOutputs:
             return self._shaped({key: self.transport.fetch(item) for key, item in items.items()})
         finally:
             self.transport.release(list(items.values()))
+
+
+def _storable_in_row(value: Any, max_bytes: int) -> bool:
+    """Whether Airflow's own XCom serializer stores ``value`` in ``max_bytes`` of JSON and gives
+    back a value of the same type (it refuses or changes what it does not know)."""
+    import json
+
+    from airflow.sdk.serde import deserialize, serialize
+
+    try:
+        document = serialize(value)
+        if len(json.dumps(document)) > max_bytes:
+            return False
+        return type(deserialize(document)) is type(value)
+    except Exception:  # noqa: BLE001 - anything the serializer cannot do means: keep a reference
+        return False

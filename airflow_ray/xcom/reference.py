@@ -75,7 +75,8 @@ class RayXComReference:
         document.update(conn_id=self.conn_id, namespace=self.namespace, owner=self.owner)
         if self.checkpoint:
             document["checkpoint"] = self.checkpoint
-        for trim in (_trim_columns, _drop_detail, _drop_checkpoint_uri):
+        _trim_columns(document)  # short for the eye too: the UI shows the row as it is
+        for trim in (_drop_detail, _drop_checkpoint_uri):
             if len(json.dumps(document)) <= MAX_REFERENCE_BYTES:
                 break
             trim(document)
@@ -98,6 +99,8 @@ class RayXComReference:
         """What a non-native Jinja template renders the reference to, recognized by Ray operators."""
         p = self.producer
         parts = [self.conn_id, self.namespace, self.owner, p.dag_id, p.run_id, p.task_id, p.map_index, p.key]
+        if p.try_number:
+            parts.append(p.try_number)
         return _TOKEN_PREFIX + "/".join(quote(str(part), safe="") for part in parts)
 
     @classmethod
@@ -105,11 +108,13 @@ class RayXComReference:
         if not text.startswith(_TOKEN_PREFIX):
             return None
         parts = [unquote(part) for part in text[len(_TOKEN_PREFIX) :].split("/")]
-        if len(parts) != 8:
+        if len(parts) not in (8, 9):
             return None
-        conn_id, namespace, owner, dag_id, run_id, task_id, map_index, key = parts
+        conn_id, namespace, owner, dag_id, run_id, task_id, map_index, key = parts[:8]
         try:
-            producer = Producer(dag_id, run_id, task_id, int(map_index), key)
+            producer = Producer(
+                dag_id, run_id, task_id, int(map_index), key, int(parts[8]) if parts[8:] else 0
+            )
         except ValueError:
             return None
         return cls(conn_id, namespace, owner, producer)

@@ -58,6 +58,7 @@ def test_reference_is_small_readable_and_names_the_producer(ray_cluster):
         "task_id": "array",
         "map_index": -1,
         "key": "return_value",
+        "try_number": 1,
     }
     table = xcom_row(dag_run, "table")
     assert table["type"] == "pyarrow.lib.Table" and table["rows"] == 3 and table["columns"] == ["a", "b"]
@@ -283,3 +284,74 @@ def test_a_dead_owner_gives_the_consumer_a_clear_error(ray_cluster, capfd):
     with DAG("x_after_loss", schedule=None, start_date=START) as after:
         RayPythonOperator(task_id="produce", python_callable=make_array, op_args=[1])
     assert task_states(run_dag(after)) == {"produce": "success"}
+
+
+class Opaque:
+    """A small value that Airflow's own XCom serializer does not know."""
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+
+
+def test_small_results_stay_in_the_xcom_row_as_with_airflows_own_backend(ray_cluster, capfd):
+    def metrics() -> dict:
+        return {"accuracy": 0.93, "auc": 0.97, "rounds": 20}
+
+    with DAG("x_inline", schedule=None, start_date=START) as dag:
+        small = RayPythonOperator(task_id="metrics", python_callable=metrics)
+        big = RayPythonOperator(task_id="big", python_callable=lambda: b"x" * (128 * 1024))
+        opaque = RayPythonOperator(task_id="opaque", python_callable=lambda: Opaque(3))
+        split = RayPythonOperator(
+            task_id="split",
+            python_callable=lambda: {"summary": [1, 2, 3], "array": make_array(1)},
+            multiple_outputs=True,
+        )
+
+        @task.ray
+        def in_ray(m: dict, n: Opaque, summary: list) -> list:
+            return [m["accuracy"], n.n, sum(summary)]
+
+        @task
+        def in_airflow(m: dict) -> float:
+            return m["auc"]
+
+        in_ray(small.output, opaque.output, split.output["summary"])
+        in_airflow(small.output)
+        big >> split
+    dag_run = run_dag(dag)
+    assert set(task_states(dag_run).values()) == {"success"}, task_states(dag_run)
+    # Readable in the XCom tab, as Airflow's own backend stores it.
+    assert xcom_row(dag_run, "metrics") == {"accuracy": 0.93, "auc": 0.97, "rounds": 20}
+    assert xcom_row(dag_run, "split", key="summary") == [1, 2, 3]
+    # Too big, or a type Airflow's serializer does not know: a reference.
+    assert xcom_row(dag_run, "big")["size_bytes"] == 128 * 1024
+    assert xcom_row(dag_run, "opaque")["type"].endswith("Opaque")
+    assert xcom_row(dag_run, "split", key="array")["shape"] == [MB // 8]
+    assert xcom(dag_run, "in_ray") == [0.93, 3, 6]
+    assert xcom(dag_run, "in_airflow") == 0.97
+    assert "Returned value was: {'accuracy': 0.93" in capfd.readouterr().out
+
+
+def test_a_task_queued_behind_busy_resources_says_what_it_waits_for(ray_cluster, capfd):
+    import ray
+
+    from airflow_ray.hooks.ray import RayHook
+
+    RayHook().get_conn()
+    total = int(ray.cluster_resources()["CPU"])
+
+    @ray.remote(num_cpus=total)
+    def occupy(seconds: float) -> None:
+        time.sleep(seconds)
+
+    busy = occupy.remote(22)
+    with DAG("x_waits", schedule=None, start_date=START) as dag:
+        RayPythonOperator(task_id="queued", python_callable=lambda: 1, num_cpus=1)
+    try:
+        dag_run = run_dag(dag)
+    finally:
+        ray.cancel(busy, force=True)
+    assert task_states(dag_run) == {"queued": "success"}
+    out = capfd.readouterr().out
+    assert "Ray task x_waits.queued has not started after 1" in out, out[-3000:]
+    assert "free in the cluster now" in out

@@ -44,6 +44,7 @@ def test_output_is_yielded_while_the_callable_runs():
 
     started = time.monotonic()
     generator = remote_call.run_streaming(slow, (), {})
+    assert next(generator) == ("output", "")  # at once: the task has a worker
     assert next(generator) == ("output", "first\n")
     assert time.monotonic() - started < 0.8
     assert list(generator)[-1] == 1

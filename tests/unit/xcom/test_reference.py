@@ -74,6 +74,7 @@ def test_json_round_trip():
         PRODUCER,
         Producer("team/dag", "manual__2026-11-24T10:00:00+00:00", "group.task", 7, "split key"),
         Producer("d:1", "backfill run/a+b c%20", "t/x:y", 0, "k/ey+1"),
+        Producer("d", "r", "t", try_number=3),
     ],
 )
 def test_token_round_trip(producer):

@@ -42,6 +42,8 @@ setup(
             # deployed; Airflow opens it through psycopg2 (sync) and asyncpg (async sessions).
             "psycopg2-binary>=2.9.9",
             "asyncpg>=0.30",
+            # The lineage tests: checkpoints and the HIGGS input reported to OpenLineage (file transport).
+            "apache-airflow-providers-openlineage>=2.0",
         ],
         "dev": ["ruff>=0.6", "mypy>=1.10", "tox>=4"],
         # The XGBoost examples in dags/: xgboost-ray 0.1.19 (its last release) trains only with

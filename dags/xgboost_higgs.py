@@ -5,14 +5,16 @@ in Ray's object store between tasks when ``RayXComBackend`` is the XCom backend.
 ``path`` the rows are generated (HIGGS-shaped, with a known signal); with one, the real file is
 read: ``airflow dags test xgboost_higgs -c '{"path": "s3://bucket/HIGGS.csv.gz", "rows": 0}'``.
 With a checkpoint bucket configured (``[ray] checkpoint_bucket``), the trained model is also
-saved to S3, from the cluster, so that a rerun of ``evaluate`` works after the cluster lost it.
+saved to S3, from the cluster, so that a rerun of ``evaluate`` works after the cluster lost it,
+and announced as an asset event of the alias ``xgboost_higgs_model``, on which the
+``deploy_higgs_model`` DAG is scheduled.
 """
 
 from __future__ import annotations
 
 import pendulum
 from airflow.providers.standard.operators.python import ShortCircuitOperator
-from airflow.sdk import DAG, Param
+from airflow.sdk import DAG, AssetAlias, Param
 from higgs_data import data_params, load_higgs, split_higgs
 from higgs_model import checkpoint_configured, evaluate_model, train_model
 
@@ -40,6 +42,7 @@ with DAG(
             "rows": "{{ params.rows }}",
             "aws_conn_id": "{{ params.aws_conn_id }}",
         },
+        lineage_inputs="{{ params.path }}",  # the file read, for OpenLineage (none when generated)
     )
     split = RayPythonOperator(
         task_id="split",
@@ -68,4 +71,8 @@ with DAG(
     )
     # Save the model to S3 too, when a checkpoint bucket is configured (checked at run time).
     configured = ShortCircuitOperator(task_id="checkpoint_configured", python_callable=checkpoint_configured)
-    train >> configured >> RayCheckpointOperator(task_id="checkpoint_model", outputs=[train.output])
+    # Each checkpoint of the model is an asset event of this alias: deploy_higgs_model runs on it.
+    checkpoint_model = RayCheckpointOperator(
+        task_id="checkpoint_model", outputs=[train.output], outlets=[AssetAlias("xgboost_higgs_model")]
+    )
+    train >> configured >> checkpoint_model

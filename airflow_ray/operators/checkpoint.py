@@ -78,7 +78,7 @@ class RayCheckpointOperator(BaseOperator):
 
     def execute(self, context: Context) -> list[dict[str, Any]]:
         from airflow_ray.checkpoint.store import CheckpointLocation, CheckpointStore
-        from airflow_ray.lineage import announce_checkpoints, checkpoint_aliases
+        from airflow_ray.operators.lineage import announce_checkpoints, checkpoint_aliases
         from airflow_ray.xcom.reference import ray_consumer
 
         store = CheckpointStore(CheckpointLocation.resolve(self.aws_conn_id, self.bucket, self.prefix))
@@ -136,7 +136,7 @@ class RayCheckpointOperator(BaseOperator):
 
     def get_openlineage_facets_on_complete(self, task_instance: Any) -> Any:
         """OpenLineage (when its provider is installed): the S3 files written are the outputs."""
-        from airflow_ray.lineage import operator_lineage
+        from airflow_ray.operators.lineage import operator_lineage
 
         return operator_lineage(outputs=self._written)
 

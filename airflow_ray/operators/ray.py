@@ -333,7 +333,7 @@ class RayPythonOperator(RayTaskRunner, PythonOperator):
 
     def get_openlineage_facets_on_complete(self, task_instance: Any) -> Any:
         """OpenLineage (when its provider is installed): ``lineage_inputs`` in, checkpoints out."""
-        from airflow_ray.lineage import operator_lineage
+        from airflow_ray.operators.lineage import operator_lineage
 
         inputs = self.lineage_inputs
         return operator_lineage(

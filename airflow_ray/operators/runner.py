@@ -271,7 +271,7 @@ class RayTaskRunner(ResumableJobMixin):
     ) -> None:
         """Note the files written (OpenLineage's outputs) and add an asset event of each to every
         ``AssetAlias`` in ``outlets``, its manifest the event's extra."""
-        from airflow_ray.lineage import announce_checkpoints, checkpoint_aliases, written_manifests
+        from airflow_ray.operators.lineage import announce_checkpoints, checkpoint_aliases, written_manifests
 
         self._checkpoint_uris = [document["uri"] for document in checkpoints.values()]
         aliases = checkpoint_aliases(self.outlets)

@@ -67,6 +67,7 @@ def test_every_dag_parses_without_importing_ray_or_reading_a_connection(airflow_
     for name, parsed in report.items():
         assert {key: parsed[key] for key in clean} == clean, name
     assert {name: parsed["dags"] for name, parsed in report.items() if parsed["dags"]} == {
+        "deploy_higgs_model.py": ["deploy_higgs_model"],
         "example_ray_jobs.py": ["example_ray_jobs"],
         "example_ray_pipeline.py": ["example_ray_pipeline"],
         "xgboost_higgs.py": ["xgboost_higgs"],

@@ -42,13 +42,25 @@ setup(
             # deployed; Airflow opens it through psycopg2 (sync) and asyncpg (async sessions).
             "psycopg2-binary>=2.9.9",
             "asyncpg>=0.30",
+            # The notebook test runs notebooks/ top to bottom in a kernel of this environment.
+            "nbclient>=0.10",
+            "nbformat>=5.10",
+            "ipykernel>=6.29",
             # The lineage tests: checkpoints and the HIGGS input reported to OpenLineage (file transport).
             "apache-airflow-providers-openlineage>=2.0",
         ],
         "dev": ["ruff>=0.6", "mypy>=1.10", "tox>=4"],
         # The XGBoost examples in dags/: xgboost-ray 0.1.19 (its last release) trains only with
         # xgboost 2.0.3 (newer ones fail in its rabit tracker) and needs Ray Train and Tune.
-        "examples": ["xgboost==2.0.3", "xgboost-ray==0.1.19", "ray[train]>=2.60,<2.61", "numpy", "pandas"],
+        # matplotlib: the HIGGS notebook plots each round's validation metrics.
+        "examples": [
+            "xgboost==2.0.3",
+            "xgboost-ray==0.1.19",
+            "ray[train]>=2.60,<2.61",
+            "numpy",
+            "pandas",
+            "matplotlib>=3.8",
+        ],
     },
     entry_points={
         "apache_airflow_provider": ["provider_info=airflow_ray.get_provider_info:get_provider_info"],

@@ -69,18 +69,27 @@ def require_xgboost_ray() -> None:
 
 
 def train_model(
-    train: pd.DataFrame, valid: pd.DataFrame, rounds: int = 50, num_actors: int = 2, cpus_per_actor: int = 1
+    train: pd.DataFrame,
+    valid: pd.DataFrame,
+    rounds: int = 50,
+    num_actors: int = 2,
+    cpus_per_actor: int = 1,
+    evals_result: dict[str, Any] | None = None,
 ) -> xgboost.Booster:
     """Train XGBoost on Ray: ``num_actors`` xgboost_ray actors of ``cpus_per_actor`` CPUs each.
 
     After every round the metrics on the ``valid`` rows go to the log, while training runs.
+
+    :param evals_result: a dict that training fills with every round's metrics, as
+        ``xgboost.train`` does: ``{"valid": {"logloss": [...], "error": [...]}}`` (the notebook
+        plots them).
     """
     require_xgboost_ray()
     from xgboost_ray import RayDMatrix, RayParams
     from xgboost_ray import train as train_on_ray
 
     rounds = int(rounds)
-    evals_result: dict[str, Any] = {}
+    evals_result = {} if evals_result is None else evals_result
     started = time.monotonic()
     model = train_on_ray(
         XGBOOST_PARAMS,

@@ -155,6 +155,6 @@ def test_the_cluster_sees_no_secrets_stops_promptly_and_fails_a_running_task_at_
     assert stopped_in < 12, stopped_in  # the CLI's start included
     assert failed_in < 25, failed_in
     output = log.read_text()
-    assert "RayTaskFailedError" in output and "The embedded Ray cluster stopped while the task ran" in output, (
-        output[-3000:]
-    )
+    assert (
+        "RayTaskFailedError" in output and "The embedded Ray cluster stopped while the task ran" in output
+    ), output[-3000:]

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 from typing import Any
 
 # Airflow 3.3's crash-safe reconnect: the Ray task's id is kept in the task state store, and a
@@ -32,6 +34,31 @@ def use_ray_token(token: str | None) -> None:
 
     Config.initialize("")
     AuthenticationTokenLoader.instance().reset_cache()
+
+
+@contextlib.contextmanager
+def ray_token_for_a_moment(token: str) -> Iterator[None]:
+    """Present ``token`` to Ray inside the block only; then the process's token is what it was.
+
+    A process that is already a Ray driver of one cluster (``dag.test()`` runs every task in
+    one) and checks on another would otherwise go on presenting the other cluster's token, and
+    every call to its own cluster would fail authentication.
+    """
+    names = (RAY_AUTH_MODE_ENV, RAY_AUTH_TOKEN_ENV, RAY_AUTH_TOKEN_PATH_ENV)
+    saved = {name: os.environ.get(name) for name in names}
+    use_ray_token(token)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+        from ray._raylet import AuthenticationTokenLoader, Config  # type: ignore[attr-defined]
+
+        Config.initialize("")
+        AuthenticationTokenLoader.instance().reset_cache()
 
 
 def gcs_session_name(gcs_address: str, timeout: float) -> str:

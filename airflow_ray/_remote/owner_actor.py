@@ -72,6 +72,7 @@ class OwnerActor:
         self._pin_ttl = pin_ttl
         self._next_id = 0
         self._sweeper: asyncio.Task[None] | None = None
+        self._sweep_wake: asyncio.Event | None = None  # set: look at the calls' timeouts again
         self._run: Any = None
         # The newest try of each task instance that submitted here: an older try's call is
         # stopped, and its result never pinned (see Producer.try_number).
@@ -131,6 +132,8 @@ class OwnerActor:
         call_id = f"{self._next_id}-{time.time_ns()}"
         call = _Call(generator, pin, orphan_timeout)
         self._calls[call_id] = call
+        if orphan_timeout and self._sweep_wake is not None:
+            self._sweep_wake.set()  # its timeout may be shorter than the sweeper's current wait
         asyncio.get_running_loop().create_task(self._follow(call))
         return call_id
 
@@ -293,11 +296,16 @@ class OwnerActor:
 
     def _ensure_sweeper(self) -> None:
         if self._sweeper is None or self._sweeper.done():
-            self._sweeper = asyncio.get_running_loop().create_task(self._sweep_forever())
+            self._sweep_wake = asyncio.Event()
+            self._sweeper = asyncio.get_running_loop().create_task(self._sweep_forever(self._sweep_wake))
 
-    async def _sweep_forever(self) -> None:
+    async def _sweep_forever(self, wake: asyncio.Event) -> None:
         while True:
-            await asyncio.sleep(self._sweep_interval())
+            try:
+                await asyncio.wait_for(wake.wait(), self._sweep_interval())
+            except asyncio.TimeoutError:
+                pass
+            wake.clear()
             self.sweep()
             self.stop_orphans()
 

@@ -282,7 +282,7 @@ class EmbeddedCluster:
 
     def _wait_until_ready(self, process: subprocess.Popen[bytes], head: EmbeddedHead, token: str) -> None:
         from airflow_ray.cluster.connect import check_gcs
-        from airflow_ray.version_compat import use_ray_token
+        from airflow_ray.version_compat import ray_token_for_a_moment
 
         deadline = time.monotonic() + START_TIMEOUT
         while time.monotonic() < deadline:
@@ -300,10 +300,10 @@ class EmbeddedCluster:
                 f"The embedded Ray head did not open its port {head.gcs_port} within {START_TIMEOUT:.0f} s. "
                 f"Its output ({self.log_path}) ends with:\n{_tail(self.log_path)}"
             )
-        use_ray_token(token)
         while True:
             try:
-                check_gcs(head.gcs_address, where="the embedded local cluster", timeout=5.0)
+                with ray_token_for_a_moment(token):  # this process may be a driver of another cluster
+                    check_gcs(head.gcs_address, where="the embedded local cluster", timeout=5.0)
                 # The GCS answers before the raylet has registered the node; `ray start`
                 # prints this line once the node is up.
                 if b"Ray runtime started" in self.log_path.read_bytes()[-20000:]:

@@ -142,17 +142,23 @@ class RayOnlyCluster:
 
     def stop(self, timeout: float = 30.0) -> None:
         """Stop this cluster's processes (its own session), and only them."""
-        sid = self.process.pid
-        for sig in (signal.SIGTERM, signal.SIGKILL):
-            deadline = time.monotonic() + timeout / 2
-            while (members := _session_members(sid)) and time.monotonic() < deadline:
-                for pid in members:
-                    try:
-                        os.kill(pid, sig)
-                    except ProcessLookupError:
-                        pass
-                time.sleep(0.5)
-        self.process.wait(timeout=5)
+        stop_session(self.process, timeout)
+
+
+def stop_session(process: subprocess.Popen[bytes], timeout: float = 30.0) -> None:
+    """Stop every process of the session that ``process`` leads (a ``ray start --block`` started
+    with ``start_new_session``), and only them: SIGTERM, then SIGKILL after half the timeout."""
+    sid = process.pid
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        deadline = time.monotonic() + timeout / 2
+        while (members := _session_members(sid)) and time.monotonic() < deadline:
+            for pid in members:
+                try:
+                    os.kill(pid, sig)
+                except ProcessLookupError:
+                    pass
+            time.sleep(0.3)
+    process.wait(timeout=5)
 
 
 def _short_temp_dir() -> str:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import secrets
-import signal
 import subprocess
 import sys
 import time
@@ -19,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from scripts.ray_only_cluster import _free_ports, _session_members, _short_temp_dir
+from scripts.ray_only_cluster import _free_ports, _short_temp_dir, stop_session
 
 START_TIMEOUT = 120.0
 
@@ -31,17 +30,7 @@ class Node:
 
     def stop(self, timeout: float = 30.0) -> None:
         """Stop this node's processes (its own session), and only them: SIGTERM, then SIGKILL."""
-        sid = self.process.pid
-        for sig in (signal.SIGTERM, signal.SIGKILL):
-            deadline = time.monotonic() + timeout / 2
-            while (members := _session_members(sid)) and time.monotonic() < deadline:
-                for pid in members:
-                    try:
-                        os.kill(pid, sig)
-                    except ProcessLookupError:
-                        pass
-                time.sleep(0.3)
-        self.process.wait(timeout=5)
+        stop_session(self.process, timeout)
 
 
 @dataclass

@@ -58,11 +58,16 @@ def checkpoints(rclone_s3: S3Server, monkeypatch: pytest.MonkeyPatch) -> Bucket:
     """A fresh bucket on the rclone server, configured as the ``[ray]`` checkpoint location
     through the AWS connection ``aws_ckpt``."""
     bucket = Bucket(rclone_s3, rclone_s3.create_bucket(f"ckpt-{uuid.uuid4().hex[:12]}"))
-    monkeypatch.setenv("AIRFLOW_CONN_AWS_CKPT", rclone_s3.connection())
-    monkeypatch.setenv("AIRFLOW__RAY__CHECKPOINT_CONN_ID", bucket.conn_id)
-    monkeypatch.setenv("AIRFLOW__RAY__CHECKPOINT_BUCKET", bucket.name)
-    monkeypatch.setenv("AIRFLOW__RAY__CHECKPOINT_PREFIX", bucket.prefix)
+    use_checkpoint_bucket(monkeypatch, bucket)
     return bucket
+
+
+def use_checkpoint_bucket(patch: pytest.MonkeyPatch, bucket: Bucket) -> None:
+    """Make ``bucket`` the ``[ray]`` checkpoint location, through the AWS connection ``aws_ckpt``."""
+    patch.setenv("AIRFLOW_CONN_AWS_CKPT", bucket.server.connection())
+    patch.setenv("AIRFLOW__RAY__CHECKPOINT_CONN_ID", bucket.conn_id)
+    patch.setenv("AIRFLOW__RAY__CHECKPOINT_BUCKET", bucket.name)
+    patch.setenv("AIRFLOW__RAY__CHECKPOINT_PREFIX", bucket.prefix)
 
 
 @pytest.fixture(scope="session")

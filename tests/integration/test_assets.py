@@ -20,6 +20,7 @@ from airflow.sdk import DAG, AssetAlias, task
 
 from airflow_ray import RayCheckpointOperator
 from scripts.local_s3 import Bucket, S3Server
+from tests.integration.conftest import use_checkpoint_bucket
 from tests.integration.dagrun import run_dag, task_states, xcom_row
 from tests.integration.test_deployment import Deployment, deployment
 
@@ -148,10 +149,7 @@ def model_bucket(rclone_s3: S3Server) -> Iterator[Bucket]:
     so that its scheduler, workers and DAG processor inherit it."""
     bucket = Bucket(rclone_s3, rclone_s3.create_bucket(f"models-{uuid.uuid4().hex[:12]}"))
     with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("AIRFLOW_CONN_AWS_CKPT", rclone_s3.connection())
-        patch.setenv("AIRFLOW__RAY__CHECKPOINT_CONN_ID", bucket.conn_id)
-        patch.setenv("AIRFLOW__RAY__CHECKPOINT_BUCKET", bucket.name)
-        patch.setenv("AIRFLOW__RAY__CHECKPOINT_PREFIX", bucket.prefix)
+        use_checkpoint_bucket(patch, bucket)
         yield bucket
 
 

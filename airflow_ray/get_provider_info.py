@@ -65,6 +65,13 @@ def get_provider_info() -> dict[str, Any]:
                         "it: e.g. http://head:8265 beside a GCS address.",
                         "schema": {"type": ["string", "null"]},
                     },
+                    "python": {
+                        "label": "Cluster Python (Jobs API)",
+                        "description": "The interpreter that runs each Jobs API task's entrypoint in "
+                        "the cluster, when the `python` on the cluster's PATH is not the one Ray runs "
+                        "on: e.g. /opt/ray-env/bin/python.",
+                        "schema": {"type": ["string", "null"]},
+                    },
                     "init_kwargs": {
                         "label": "Extra ray.init kwargs",
                         "description": 'JSON object of more ray.init keywords, e.g. {"logging_level": "warning"}.',

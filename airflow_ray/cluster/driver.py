@@ -50,8 +50,8 @@ class WaitNotice:
         except Exception:  # noqa: BLE001 - only for the message
             available = {}
         (log or logging.getLogger(__name__)).info(
-            "Ray task %s has not started after %.0f s: it waits for the resources it asked for "
-            "(free in the cluster now: %s)",
+            "Ray task %s has not started after %.0f s: it waits for the resources it asked for, or "
+            "for Ray to set up its runtime_env if it has one (free in the cluster now: %s)",
             self.name,
             now - self.since,
             available or "unknown",

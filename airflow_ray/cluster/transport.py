@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, NoReturn, Protocol
 
 from airflow_ray._remote.protocol import CallError, CallState, ErrorKind, Producer, Returned
 from airflow_ray.cluster.resources import TaskResources
@@ -159,7 +159,7 @@ class OwnedResults:
         return owner_name()
 
 
-def raise_call_error(name: str, error: CallError, log: Any) -> None:
+def raise_call_error(name: str, error: CallError, log: Any) -> NoReturn:
     """Raise what a failed call means here.
 
     :raises: the callable's own exception, rebuilt here (so Airflow's skip and fail exceptions

@@ -16,7 +16,14 @@ from typing import TYPE_CHECKING, Any
 
 from airflow_ray._remote import pins
 from airflow_ray._remote.protocol import CallError, CallState, ErrorKind, PollReply, Returned
-from airflow_ray.cluster.transport import Call, Input, OwnedResults, TaskSpec, raise_call_error
+from airflow_ray.cluster.transport import (
+    Call,
+    Input,
+    OwnedResults,
+    TaskSpec,
+    merged_runtime_env,
+    raise_call_error,
+)
 from airflow_ray.exceptions import RayConfigurationError, RayTaskFailedError
 
 if TYPE_CHECKING:
@@ -108,7 +115,7 @@ class DriverTransport(OwnedResults):
         check_feasible(spec.resources, ray.nodes(), where=self.hook.describe())
         register_by_value()  # modules the DAG imported since the owner was found
         options = {**spec.resources.as_options(), **spec.remote_args, "name": spec.name}
-        runtime_env = {**self.hook.settings.runtime_env, **spec.runtime_env}
+        runtime_env = merged_runtime_env(self.hook.settings.runtime_env, spec.runtime_env, spec.name)
         if runtime_env:
             options["runtime_env"] = runtime_env
         try:

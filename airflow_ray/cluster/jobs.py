@@ -27,7 +27,14 @@ from typing import TYPE_CHECKING, Any
 from airflow_ray._remote.job_entry import PAYLOAD_NAME, parse_record
 from airflow_ray._remote.protocol import CallError, CallState, ErrorKind, PollReply, Returned
 from airflow_ray.cluster.jobs_api import JobsClient, JobsEndpoint, JobStatus, is_terminal
-from airflow_ray.cluster.transport import Call, Input, OwnedResults, TaskSpec, raise_call_error
+from airflow_ray.cluster.transport import (
+    Call,
+    Input,
+    OwnedResults,
+    TaskSpec,
+    merged_runtime_env,
+    raise_call_error,
+)
 from airflow_ray.exceptions import (
     AirflowRayError,
     RayConfigurationError,
@@ -294,7 +301,7 @@ class JobsTransport(OwnedResults):
         from airflow_ray import config
 
         options = {**spec.resources.as_options(), **spec.remote_args, "name": spec.name}
-        runtime_env = {**self.hook.settings.runtime_env, **spec.runtime_env}
+        runtime_env = merged_runtime_env(self.hook.settings.runtime_env, spec.runtime_env, spec.name)
         if runtime_env:
             options["runtime_env"] = runtime_env
         arguments = {

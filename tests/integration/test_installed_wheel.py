@@ -170,10 +170,12 @@ def test_the_sdist_and_the_wheel_hold_what_they_should(dist: Dist):
         top = f"airflow_ray-{__version__}/"
         in_sdist = {name.removeprefix(top) for name in sdist.getnames()}
         sdist_meta = _metadata(sdist.extractfile(f"{top}PKG-INFO").read().decode())  # type: ignore[union-attr]
+    # What a packager needs to build it and run its tests (they read the files beside them).
     for needed in (
         "README.md", "CHANGELOG.md", "LICENSE", "NOTICE", "setup.py", "pyproject.toml", "MANIFEST.in",
-        "requirements/lock.txt", "tox.ini", "airflow_ray/py.typed", "tests/conftest.py",
-        "tests/integration/test_installed_wheel.py", "scripts/local_s3.py", "dags/example_ray_pipeline.py",
+        "requirements/lock.txt", "tox.ini", ".ci/run", "airflow_ray/py.typed", "airflow_ray/_remote/ruff.toml",
+        "tests/conftest.py", "tests/integration/test_installed_wheel.py", "scripts/local_s3.py",
+        "dags/example_ray_pipeline.py", "notebooks/higgs_xgboost_ray.ipynb",
     ):  # fmt: skip
         assert needed in in_sdist, f"{needed} is missing from {dist.sdist.name}"
     assert not [name for name in in_sdist if "__pycache__" in name or name.endswith(".pyc")]

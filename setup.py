@@ -6,11 +6,14 @@ from pathlib import Path
 from setuptools import find_packages, setup
 
 here = Path(__file__).parent
-# The one version string is airflow_ray.__version__ (provider info and CHANGELOG.md read it too).
+# The one version string is airflow_ray.__version__; the provider info reads it too, and a test
+# checks that CHANGELOG.md's newest entry names it (tests/unit/test_release.py).
 version = re.search(r'^__version__ = "([^"]+)"$', (here / "airflow_ray" / "__init__.py").read_text(), re.M)
 if version is None:
     raise SystemExit('airflow_ray/__init__.py has no line __version__ = "X.Y.Z"')
-# Where the project's source lives; the documentation is its docs folder until a docs site is published.
+# Where the project's source is published. No address was recorded before the first release: this
+# one is assumed, and this is the only place to change it. The documentation is the repository's
+# docs folder until a docs site is published.
 REPOSITORY = "https://github.com/airflow-ray/airflow-ray"
 
 setup(

@@ -210,6 +210,8 @@ def test_the_sdist_and_the_wheel_hold_what_they_should(dist: Dist):
 
 
 def test_airflow_registers_the_installed_provider(installed: UserInstall):
+    # Airflow's and our requirements agree (what pip installed is consistent).
+    installed.run("python", "-m", "pip", "check")
     where = installed.run("python", "-c", "import airflow_ray; print(airflow_ray.__file__)")
     site = (
         installed.venv / "lib" / f"python{sys.version_info.major}.{sys.version_info.minor}" / "site-packages"

@@ -14,7 +14,7 @@ AIRFLOW_ENV := AIRFLOW_HOME=$(CURDIR)/airflow-home AIRFLOW__CORE__DAGS_FOLDER=$(
 # DAG params of the main job, e.g. make example CONF='{"path": "/data/HIGGS.csv.gz", "rows": 0}'
 CONF ?= {}
 
-.PHONY: venv example test lint typing stop-cluster clean
+.PHONY: venv example test lint typing dist stop-cluster clean
 
 venv: $(VENV)/.installed
 
@@ -41,5 +41,11 @@ typing: venv
 test: lint typing
 	$(BIN)/pytest
 
+# The sdist and the wheel in dist/ (the wheel built from the sdist), checked as PyPI would.
+dist: venv
+	rm -rf dist
+	$(BIN)/python -m build --outdir dist .
+	$(BIN)/twine check --strict dist/*
+
 clean:
-	rm -rf $(VENV) .ray-only-venv airflow-home build *.egg-info
+	rm -rf $(VENV) .ray-only-venv airflow-home build dist *.egg-info

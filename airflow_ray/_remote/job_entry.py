@@ -135,9 +135,10 @@ def run(request: Request, out: _Writer) -> None:
         if not reply.started and time.monotonic() > notice:
             notice = time.monotonic() + _WAIT_NOTICE
             free = {k: round(v, 2) for k, v in ray.available_resources().items() if "node:" not in k}
+            setting_up = " or for Ray to set up its runtime_env" if args["options"].get("runtime_env") else ""
             out.output(
                 f"The Ray task has not started after {time.monotonic() - submitted:.0f} s: it waits for "
-                f"the resources it asked for (free in the cluster now: {free})\n"
+                f"the resources it asked for{setting_up} (free in the cluster now: {free})\n"
             )
     wire = reply.to_wire()
     if wire["error"] is not None:
@@ -244,8 +245,20 @@ COMMANDS = {
 
 def main(path: str = PAYLOAD_NAME) -> int:
     import logging
+    import platform
 
-    import ray
+    try:
+        import ray
+    except ModuleNotFoundError as err:
+        # The Jobs API ran the entrypoint with a `python` that is not Ray's (the cluster's PATH
+        # finds another one): say which, so that the Airflow side can say how to fix it.
+        _Writer().record(
+            "no_ray",
+            python=sys.executable,
+            version=platform.python_version(),
+            error=str(err),
+        )
+        return 3
 
     with open(path, "rb") as payload:
         request: Request = pickle.load(payload)

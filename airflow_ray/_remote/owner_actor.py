@@ -231,7 +231,7 @@ class OwnerActor:
             call.changed.clear()
             try:
                 await asyncio.wait_for(call.changed.wait(), timeout)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
         return PollReply(
             call.state, call.output[offset:], len(call.output), call.error, call.returned, call.started
@@ -303,7 +303,7 @@ class OwnerActor:
         while True:
             try:
                 await asyncio.wait_for(wake.wait(), self._sweep_interval())
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
             wake.clear()
             self.sweep()

@@ -150,10 +150,6 @@ class Returned(NamedTuple):
             return cls(meta)
         return cls(meta, {key: dict(parts[key]) for key in keys})
 
-    @property
-    def is_split(self) -> bool:
-        return self.parts is not None
-
 
 Event = Output | Failure | Returned
 

@@ -14,7 +14,7 @@ One XCom of one task instance has one place, so a retry or rerun overwrites it::
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
@@ -312,7 +312,7 @@ class CheckpointStore:
         from botocore.exceptions import BotoCoreError, ClientError
 
         objects = self._objects(self.location.run_prefix(dag_id, run_id), "deleting checkpoints in")
-        cutoff = None if older_than is None else datetime.now(timezone.utc) - older_than
+        cutoff = None if older_than is None else datetime.now(UTC) - older_than
         folders = {item["Key"].rpartition("/")[0] for item in objects}
         if cutoff is not None:  # a checkpoint goes whole: file and manifest together
             folders = {

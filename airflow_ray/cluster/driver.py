@@ -16,7 +16,14 @@ from typing import TYPE_CHECKING, Any
 
 from airflow_ray._remote import pins
 from airflow_ray._remote.protocol import CallError, CallState, ErrorKind, PollReply, Returned
-from airflow_ray.cluster.transport import Call, Input, OwnedResults, TaskSpec, raise_call_error
+from airflow_ray.cluster.transport import (
+    Call,
+    Input,
+    OwnedResults,
+    TaskSpec,
+    merged_runtime_env,
+    raise_call_error,
+)
 from airflow_ray.exceptions import RayConfigurationError, RayTaskFailedError
 
 if TYPE_CHECKING:
@@ -50,8 +57,8 @@ class WaitNotice:
         except Exception:  # noqa: BLE001 - only for the message
             available = {}
         (log or logging.getLogger(__name__)).info(
-            "Ray task %s has not started after %.0f s: it waits for the resources it asked for "
-            "(free in the cluster now: %s)",
+            "Ray task %s has not started after %.0f s: it waits for the resources it asked for, or "
+            "for Ray to set up its runtime_env if it has one (free in the cluster now: %s)",
             self.name,
             now - self.since,
             available or "unknown",
@@ -108,7 +115,7 @@ class DriverTransport(OwnedResults):
         check_feasible(spec.resources, ray.nodes(), where=self.hook.describe())
         register_by_value()  # modules the DAG imported since the owner was found
         options = {**spec.resources.as_options(), **spec.remote_args, "name": spec.name}
-        runtime_env = {**self.hook.settings.runtime_env, **spec.runtime_env}
+        runtime_env = merged_runtime_env(self.hook.settings.runtime_env, spec.runtime_env, spec.name)
         if runtime_env:
             options["runtime_env"] = runtime_env
         try:

@@ -17,6 +17,7 @@ import logging
 import time
 import uuid
 import zipfile
+from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from functools import cache, cached_property
@@ -25,9 +26,17 @@ from typing import TYPE_CHECKING, Any
 
 from airflow_ray._remote.job_entry import PAYLOAD_NAME, parse_record
 from airflow_ray._remote.protocol import CallError, CallState, ErrorKind, PollReply, Returned
-from airflow_ray.cluster.jobs_api import TERMINAL_STATES, JobsClient, JobsEndpoint
-from airflow_ray.cluster.transport import Call, Input, OwnedResults, TaskSpec, raise_call_error
+from airflow_ray.cluster.jobs_api import JobsClient, JobsEndpoint, JobStatus, is_terminal
+from airflow_ray.cluster.transport import (
+    Call,
+    Input,
+    OwnedResults,
+    TaskSpec,
+    merged_runtime_env,
+    raise_call_error,
+)
 from airflow_ray.exceptions import (
+    AirflowRayError,
     RayConfigurationError,
     RayInputsMissingError,
     RayResultTooLargeError,
@@ -39,8 +48,11 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-ENTRYPOINT = "python -m airflow_ray._remote.job_entry"
+ENTRYPOINT_MODULE = "airflow_ray._remote.job_entry"
 POLL_INTERVAL = 0.25
+# The records that answer a task's job: its end, or why it could not run.
+ANSWERS = ("end", "infeasible", "too_big")
+LOG_TAIL_LINES = 20
 # A job that cannot even start its entrypoint (a runtime_env that fails to build) ends on its own.
 _ANSWER_TIMEOUT = 600.0
 
@@ -49,14 +61,14 @@ _ANSWER_TIMEOUT = 600.0
 class LogReader:
     """Reads a job's log as it grows: the callable's output and the entrypoint's answer records.
 
-    Lines before the ``begin`` record are Ray's own start-up output, kept only to explain a job
-    that failed before it began.
+    Lines before the ``begin`` record are Ray's own start-up output, not the callable's; the last
+    lines of either kind are kept in ``tail`` to explain a job that ended without an answer.
     """
 
     offset: int = 0
     began: bool = False
     partial: str = ""
-    preamble: list[str] = field(default_factory=list)
+    tail: deque[str] = field(default_factory=lambda: deque(maxlen=LOG_TAIL_LINES))
     records: list[dict[str, Any]] = field(default_factory=list)
 
     def feed(self, logs: str, final: bool = False) -> Iterator[str]:
@@ -70,13 +82,15 @@ class LogReader:
             if record is not None:
                 self.began = self.began or record["event"] == "begin"
                 self.records.append(record)
-            elif self.began:
+                continue
+            self.tail.append(line)
+            if self.began:
                 yield line + "\n"
-            else:
-                self.preamble.append(line)
 
     def answer(self, *events: str) -> dict[str, Any] | None:
-        return next((r for r in self.records if r["event"] in events), None)
+        """The first record of one of ``events`` (default: those that answer a task's job)."""
+        wanted = events or ANSWERS
+        return next((r for r in self.records if r["event"] in wanted), None)
 
 
 def outcome(record: dict[str, Any], name: str, where: str, log: Any) -> Returned:
@@ -100,15 +114,46 @@ def outcome(record: dict[str, Any], name: str, where: str, log: Any) -> Returned
     if reply.state is CallState.DONE and reply.returned is not None:
         return reply.returned
     raise_call_error(name, reply.error or CallError(ErrorKind.TASK, "the owner actor lost track of it"), log)
-    raise AssertionError("unreachable")
 
 
-def ended_early(info: dict[str, Any] | None, reader: LogReader, name: str) -> RayTaskFailedError:
-    """The error of a job that ended without an answer (its entrypoint could not run)."""
-    status = "gone" if info is None else f"{info.get('status')}: {info.get('message') or ''}".strip()
-    tail = "\n".join(reader.preamble[-20:])
+def ended_early(
+    call: Call, info: dict[str, Any] | None, tail: list[str], records: list[dict[str, Any]], where: str
+) -> AirflowRayError:
+    """The error of a job that ended without an answer: why, in words, and the end of its log.
+
+    :param info: the job's info document (``None``: the job is gone).
+    :param tail: the last lines of its log.
+    :param records: what its entrypoint recorded before it ended.
+    """
+    no_ray = next((r for r in records if r.get("event") == "no_ray"), None)
+    if no_ray is not None:
+        return RayConfigurationError(
+            f"The Ray job {call.call_id} of task {call.name} could not run: the interpreter that ran "
+            f"its entrypoint, {no_ray.get('python')} (Python {no_ray.get('version')}), cannot import "
+            f"Ray ({no_ray.get('error')}). The Jobs API of {where} runs the entrypoint with the "
+            f"`python` on the PATH of the cluster's `ray start` (or the connection's extra field "
+            f"python), and that is not the interpreter Ray runs on. Start the cluster with Ray's "
+            f"environment first on PATH (activate it, or `PATH=/path/to/ray-env/bin:$PATH ray start "
+            f"...`), or name Ray's interpreter in the connection's extra field python, e.g. "
+            f'{{"python": "/path/to/ray-env/bin/python"}}.'
+        )
+    lines = "\n".join(tail[-LOG_TAIL_LINES:]) or "(empty)"
+    if info is None:
+        what = f"is gone from {where} (deleted, or the cluster lost its job table when its head restarted)"
+    else:
+        status = JobStatus.of(info)
+        message = str(info.get("message") or "").strip() or "no message"
+        error_type = f" [{info['error_type']}]" if info.get("error_type") else ""
+        if status is JobStatus.STOPPED:
+            what = (
+                f"was stopped before it answered ({message}): by `ray job stop`, the dashboard, "
+                f"POST /api/jobs/{call.call_id}/stop, or with its node"
+            )
+        else:
+            what = f"ended {info.get('status')} before it answered{error_type}: {message}"
     return RayTaskFailedError(
-        f"The Ray job of task {name} ended without running it ({status}). The end of its log:\n{tail}"
+        f"The Ray job {call.call_id} of task {call.name} {what}. The task fails; a retry submits "
+        f"a new job. The end of the job's log:\n{lines}"
     )
 
 
@@ -191,7 +236,20 @@ class JobsTransport(OwnedResults):
         from airflow_ray.cluster.byvalue import register_by_value
 
         existing = self.client.info(submission_id)
-        if existing is not None:
+        if existing is not None and JobStatus.of(existing) in (JobStatus.STOPPED, JobStatus.FAILED):
+            # It ended without running this try's task (a job that ran it succeeds, whatever the
+            # callable did): submitting again must run it, not follow what ended. Under a new id:
+            # Ray does not reuse an id at once, even after the old job is deleted.
+            again = f"{submission_id}-again-{uuid.uuid4().hex[:8]}"
+            log.info(
+                "Ray job %s of %s exists already and ended %s: submitting it again as %s",
+                submission_id,
+                name,
+                existing.get("status"),
+                again,
+            )
+            submission_id = again
+        elif existing is not None:
             log.info(
                 "Ray job %s of %s exists already (%s): following it",
                 submission_id,
@@ -214,7 +272,7 @@ class JobsTransport(OwnedResults):
         self._upload(payload_uri, payload_zip)
         return self.client.submit(
             {
-                "entrypoint": f"{ENTRYPOINT} {PAYLOAD_NAME}",
+                "entrypoint": self.entrypoint(PAYLOAD_NAME),
                 "submission_id": submission_id,
                 "runtime_env": {"py_modules": [remote_uri], "working_dir": payload_uri},
                 "metadata": {"airflow_ray": name[:200]},
@@ -223,20 +281,27 @@ class JobsTransport(OwnedResults):
             }
         )
 
+    def entrypoint(self, *arguments: str) -> str:
+        """The job's shell command: :mod:`airflow_ray._remote.job_entry` run by the connection's
+        ``python`` (default: the ``python`` on the cluster's PATH)."""
+        import shlex
+
+        return shlex.join([self.hook.settings.python, "-m", ENTRYPOINT_MODULE, *arguments])
+
     def _look(self, submission_id: str, reader: LogReader) -> tuple[dict[str, Any] | None, bool, list[str]]:
         """One look at a job: its status (``None``: no such job), whether it has ended, and the
         output lines of its log that ``reader`` has not seen yet."""
         info = self.client.info(submission_id)
         if info is None:
             return None, True, []
-        final = info.get("status") in TERMINAL_STATES
+        final = is_terminal(info)
         return info, final, list(reader.feed(self.client.logs(submission_id), final=final))
 
     def submit(self, spec: TaskSpec) -> Call:
         from airflow_ray import config
 
         options = {**spec.resources.as_options(), **spec.remote_args, "name": spec.name}
-        runtime_env = {**self.hook.settings.runtime_env, **spec.runtime_env}
+        runtime_env = merged_runtime_env(self.hook.settings.runtime_env, spec.runtime_env, spec.name)
         if runtime_env:
             options["runtime_env"] = runtime_env
         arguments = {
@@ -291,11 +356,11 @@ class JobsTransport(OwnedResults):
             info, final, lines = self._look(call.call_id, reader)
             for line in lines:
                 on_output(line)
-            record = reader.answer("end", "infeasible", "too_big")
+            record = reader.answer()
             if record is not None:
                 return self.answered(call, record, log)
             if final:
-                raise ended_early(info, reader, call.name)
+                raise ended_early(call, info, list(reader.tail), reader.records, self.hook.describe())
             time.sleep(POLL_INTERVAL)
 
     def answered(self, call: Call, record: dict[str, Any], log: Any) -> Returned:
@@ -308,7 +373,7 @@ class JobsTransport(OwnedResults):
         info, final, _ = self._look(call.call_id, reader)
         if info is None:
             return CallState.UNKNOWN
-        record = reader.answer("end", "infeasible", "too_big")
+        record = reader.answer()
         if record is not None:
             done = record["event"] == "end" and record["reply"]["state"] == CallState.DONE.value
             return CallState.DONE if done else CallState.FAILED
@@ -368,7 +433,8 @@ class JobsTransport(OwnedResults):
                 if record is not None:
                     return record
                 if final:
-                    raise ended_early(info, reader, command)
+                    call = Call(command, submission_id)
+                    raise ended_early(call, info, list(reader.tail), reader.records, self.hook.describe())
                 time.sleep(POLL_INTERVAL / 2)
             raise RayTaskFailedError(
                 f"The Ray job {submission_id} ({command}) did not answer within {_ANSWER_TIMEOUT:.0f} s."

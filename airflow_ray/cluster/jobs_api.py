@@ -8,6 +8,7 @@ connection and says what to fix.
 
 from __future__ import annotations
 
+import enum
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -16,10 +17,39 @@ from airflow_ray.exceptions import RayConnectionError
 CONNECT_TIMEOUT = 5.0
 READ_TIMEOUT = 30.0
 UPLOAD_TIMEOUT = 300.0
-TERMINAL_STATES = frozenset({"SUCCEEDED", "FAILED", "STOPPED"})
 _AUTH_FIX = (
     "put the cluster's token (`ray get-auth-token` on the head node) in the connection's password field"
 )
+
+
+class JobStatus(str, enum.Enum):
+    """A Ray job's status as the Jobs API reports it (Ray's ``JobStatus``, read without Ray)."""
+
+    PENDING = "PENDING"
+    RUNNING = "RUNNING"
+    STOPPED = "STOPPED"
+    SUCCEEDED = "SUCCEEDED"
+    FAILED = "FAILED"
+
+    def is_terminal(self) -> bool:
+        return self in (JobStatus.STOPPED, JobStatus.SUCCEEDED, JobStatus.FAILED)
+
+    @classmethod
+    def of(cls, info: dict[str, Any]) -> JobStatus | None:
+        """The status in a job's info document; ``None`` for one this module does not know
+        (a newer Ray's), which is taken as not ended."""
+        try:
+            return cls(info.get("status"))
+        except ValueError:
+            return None
+
+
+def is_terminal(info: dict[str, Any] | None) -> bool:
+    """Whether the job whose info document this is has ended (``None``: it is gone)."""
+    if info is None:
+        return True
+    status = JobStatus.of(info)
+    return status is not None and status.is_terminal()
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, NoReturn, Protocol
 
 from airflow_ray._remote.protocol import CallError, CallState, ErrorKind, Producer, Returned
 from airflow_ray.cluster.resources import TaskResources
@@ -159,7 +159,36 @@ class OwnedResults:
         return owner_name()
 
 
-def raise_call_error(name: str, error: CallError, log: Any) -> None:
+def merged_runtime_env(connection: dict[str, Any], task: dict[str, Any], name: str) -> dict[str, Any]:
+    """The runtime_env of a task: its own merged over its connection's, as Ray merges a job's
+    runtime_env with a task's (``ray.runtime_env.runtime_env._merge_runtime_env`` with override).
+
+    Field by field (``pip``, ``py_modules``, ``working_dir`` ...), and ``env_vars`` variable by
+    variable. Where both set the same field or variable, the task's value wins; that is logged,
+    since it drops the connection's.
+    """
+    merged = {key: value for key, value in connection.items() if key != "env_vars"}
+    replaced = sorted(key for key in task if key != "env_vars" and key in merged)
+    merged.update({key: value for key, value in task.items() if key != "env_vars"})
+    env_vars = dict(connection.get("env_vars") or {})
+    task_vars = dict(task.get("env_vars") or {})
+    replaced += sorted(
+        f"env_vars.{var}" for var in task_vars if var in env_vars and env_vars[var] != task_vars[var]
+    )
+    env_vars.update(task_vars)
+    if env_vars:
+        merged["env_vars"] = env_vars
+    replaced = [key for key in replaced if key.startswith("env_vars.") or connection[key] != task[key]]
+    if replaced:
+        logging.getLogger(__name__).info(
+            "The runtime_env of Ray task %s replaces the connection's %s with its own",
+            name,
+            ", ".join(replaced),
+        )
+    return merged
+
+
+def raise_call_error(name: str, error: CallError, log: Any) -> NoReturn:
     """Raise what a failed call means here.
 
     :raises: the callable's own exception, rebuilt here (so Airflow's skip and fail exceptions

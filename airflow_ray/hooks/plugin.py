@@ -9,8 +9,8 @@
 - The test endpoint tests a copy of the connection under a random temporary id; the middleware
   hands the user's id to ``RayHook.test_connection`` (:data:`~airflow_ray.hooks.ray.connection_under_test`)
   so that its message names the connection the user clicked.
-- ``GET <base>/airflow-ray/readme``: the README of the installed version, the provider's
-  documentation URL on the Providers page.
+- ``GET <base>/airflow-ray/readme``: the README of the installed version, served by the API
+  server itself (the Providers page links the package's Documentation URL, set in setup.py).
 
 Both are plain ASGI: importing this module (every Airflow process loads plugins) imports nothing.
 """

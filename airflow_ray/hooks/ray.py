@@ -71,6 +71,7 @@ class RayConnectionSettings:
     init_kwargs: dict[str, Any] = field(default_factory=dict)
     transport: TransportKind = TransportKind.AUTO
     dashboard_url: str | None = None
+    python: str = "python"
 
     @classmethod
     def from_connection(cls, conn: Any, name: str | None = None) -> RayConnectionSettings:
@@ -85,6 +86,7 @@ class RayConnectionSettings:
             init_kwargs=json_object(extra.get("init_kwargs"), f"connection {conn_id!r} field init_kwargs"),
             transport=TransportKind.parse(extra.get("transport"), conn_id),
             dashboard_url=(str(extra["dashboard_url"]).rstrip("/") if extra.get("dashboard_url") else None),
+            python=_interpreter(extra.get("python"), conn_id),
         )
 
     @property
@@ -93,6 +95,20 @@ class RayConnectionSettings:
         if self.transport is TransportKind.AUTO:
             return self.address.kind is AddressKind.DASHBOARD
         return self.transport is TransportKind.JOBS
+
+
+def _interpreter(value: Any, conn_id: str) -> str:
+    """The connection's ``python`` extra: the interpreter of the Jobs API's entrypoint."""
+    if value is None or value == "":
+        return "python"
+    text = str(value).strip()
+    if not text or any(c.isspace() for c in text) or not isinstance(value, str):
+        raise RayConfigurationError(
+            f"Connection {conn_id!r} field python={value!r} is not an interpreter: give the path of "
+            f"the Python that Ray runs on in the cluster, such as /opt/ray-env/bin/python (or leave it "
+            f"empty for the `python` on the cluster's PATH)."
+        )
+    return text
 
 
 class RayHook(BaseHook):
@@ -108,8 +124,9 @@ class RayHook(BaseHook):
     - ``ray://host:10001``: a remote cluster through Ray Client.
 
     The password field holds the cluster's token (Ray's token authentication). Extra fields:
-    ``namespace``, ``runtime_env`` (JSON, the default of every task) and ``init_kwargs`` (JSON,
-    more ``ray.init`` keywords).
+    ``namespace``, ``runtime_env`` (JSON, the default of every task), ``init_kwargs`` (JSON,
+    more ``ray.init`` keywords), ``transport``, ``dashboard_url`` and ``python`` (the interpreter
+    that runs a Jobs API task's entrypoint in the cluster; default: ``python`` on its PATH).
 
     Nothing is read or connected until :meth:`get_conn` (or a call of the transport that
     :meth:`get_transport` returns) needs it.

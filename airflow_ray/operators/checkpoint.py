@@ -89,19 +89,18 @@ class RayCheckpointOperator(BaseOperator):
         for source in self.outputs:
             task_id, _, key = source.partition(":")
             key = key or "return_value"
+            mapped = (
+                _is_mapped(self.dag.get_task(task_id)) if self.dag and self.dag.has_task(task_id) else False
+            )
             with ray_consumer():  # references stay references: the bytes stay in the cluster
-                values = ti.xcom_pull(task_ids=[task_id], key=key)
-            values = [value for value in values if value is not None]
+                values = _pull_by_map_index(ti, task_id, key, mapped)
             if not values:
                 raise RayConfigurationError(
                     f"Task {task_id!r} pushed no XCom {key!r} in run {ti.run_id!r}: nothing to "
                     f"checkpoint. Check the task id and key in outputs={self.outputs!r}."
                 )
-            mapped = (
-                _is_mapped(self.dag.get_task(task_id)) if self.dag and self.dag.has_task(task_id) else False
-            )
-            for index, value in enumerate(values):
-                producer = Producer(ti.dag_id, ti.run_id, task_id, index if mapped else -1, key)
+            for map_index, value in values.items():
+                producer = Producer(ti.dag_id, ti.run_id, task_id, map_index, key)
                 manifests = _write(store, producer, value, s3)
                 self._written.extend(manifest["uri"] for manifest in manifests)
                 if aliases:
@@ -153,6 +152,24 @@ def _write(store: CheckpointStore, producer: Producer, value: Any, s3: S3Access)
     transport = transport_of(value)
     _, _, inputs, _ = hand_over((value,), {}, transport)  # restored first if the cluster lost it
     return write_from_cluster(store, transport, [(value.producer, inputs[0])], s3=s3)
+
+
+def _pull_by_map_index(ti: Any, task_id: str, key: str, mapped: bool) -> dict[int, Any]:
+    """``{map index: value}`` of the XComs ``key`` of ``task_id`` that are not ``None``.
+
+    Each value is pulled by its own map index, so that it is filed under it whatever the other
+    instances did (returned ``None``, were skipped or failed, pushed nothing).
+    """
+    if not mapped:
+        value = ti.xcom_pull(task_ids=task_id, key=key, map_indexes=-1)
+        return {} if value is None else {-1: value}
+    count = ti.get_ti_count(dag_id=ti.dag_id, task_ids=[task_id], run_ids=[ti.run_id])
+    values = {}
+    for map_index in range(count):
+        value = ti.xcom_pull(task_ids=task_id, key=key, map_indexes=map_index)
+        if value is not None:
+            values[map_index] = value
+    return values
 
 
 def _is_mapped(task: Any) -> bool:

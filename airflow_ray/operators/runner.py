@@ -195,23 +195,26 @@ class RayTaskRunner(ResumableJobMixin):
         self.log.info("Stopping Ray job %s of task %s: its deferral failed", call.call_id, call.name)
         self.transport.cancel(call)
 
-    def execute_complete(self, context: Context, event: dict[str, Any]) -> Any:
-        """Back from the triggerer: the result's reference(s), or the callable's own error."""
-        from airflow_ray.cluster.jobs import JobsTransport, LogReader, ended_early
-        from airflow_ray.exceptions import RayTaskFailedError
+    def execute_complete(self, context: Context, event: Any) -> Any:
+        """Back from the triggerer: the result's reference(s), or why the job gave none.
 
+        :raises AirflowRayError: the event is not one of :mod:`airflow_ray.triggers.events`.
+        """
+        from airflow_ray.cluster.jobs import JobsTransport, ended_early
+        from airflow_ray.exceptions import RayTaskFailedError
+        from airflow_ray.triggers.events import FollowFailed, JobEnded, event_from_wire
+
+        received = event_from_wire(event)
         self._bind(context)
-        external_id = event["resume"]
-        call = self._resume(external_id)
-        if event.get("status") == "error":
-            raise RayTaskFailedError(f"Following Ray task {call.name} failed: {event.get('message')}")
-        if event.get("status") == "ended":
-            raise ended_early(
-                event.get("info"), LogReader(preamble=list(event.get("preamble") or [])), call.name
-            )
+        call = self._resume(received.resume)
+        if isinstance(received, FollowFailed):
+            raise RayTaskFailedError(f"Following Ray task {call.name} failed: {received.message}")
+        if isinstance(received, JobEnded):
+            where = self.hook.describe()
+            raise ended_early(call, received.info, received.log_tail, received.records, where)
         transport = self.transport
         assert isinstance(transport, JobsTransport)  # only a Jobs API task defers
-        return self._finish(call, external_id, transport.answered(call, event["record"], self.log))
+        return self._finish(call, received.resume, transport.answered(call, received.record, self.log))
 
     # -- the result -------------------------------------------------------------------------
 

@@ -62,33 +62,34 @@ class RayJobTrigger(BaseTrigger):
         return AsyncJobsClient(endpoint)
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
-        from airflow_ray.cluster.jobs import LogReader
-        from airflow_ray.cluster.jobs_api import TERMINAL_STATES
+        from airflow_ray.cluster.jobs import LogReader, is_terminal
         from airflow_ray.exceptions import AirflowRayError
         from airflow_ray.operators.lines import log_line
+        from airflow_ray.triggers.events import FollowFailed, JobAnswered, JobEnded
 
         reader = LogReader()
         try:
             client = await self._client()
         except AirflowRayError as err:
-            yield TriggerEvent({"status": "error", "message": str(err), "resume": self.resume})
+            yield TriggerEvent(FollowFailed(self.resume, str(err)).to_wire())
             return
         try:
             while True:
                 info = await client.info(self.submission_id)
-                final = info is None or info.get("status") in TERMINAL_STATES
+                final = info is None or is_terminal(info)
                 for line in reader.feed(await client.logs(self.submission_id), final=final):
                     log_line(self.log, line.rstrip("\n"))
-                record = reader.answer("end", "infeasible", "too_big")
+                record = reader.answer()
                 if record is not None:
-                    yield TriggerEvent({"status": "answered", "record": record, "resume": self.resume})
+                    yield TriggerEvent(JobAnswered(self.resume, record).to_wire())
                     return
                 if final:
-                    yield TriggerEvent({"status": "ended", "info": info, "preamble": reader.preamble[-20:]})
+                    ended = JobEnded(self.resume, info, list(reader.tail), reader.records)
+                    yield TriggerEvent(ended.to_wire())
                     return
                 await asyncio.sleep(self.poll_interval)
         except AirflowRayError as err:
-            yield TriggerEvent({"status": "error", "message": str(err), "resume": self.resume})
+            yield TriggerEvent(FollowFailed(self.resume, str(err)).to_wire())
         finally:
             await client.close()
 

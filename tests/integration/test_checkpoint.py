@@ -251,6 +251,52 @@ def test_checkpoint_operator_persists_chosen_outputs_and_a_rerun_restores_them(
     }
 
 
+def mapped_instance(i: int) -> Any:
+    """Instance ``i`` of a mapped task: a large value, None, small values, a skip and a failure."""
+    from airflow.sdk.exceptions import AirflowSkipException
+
+    if i == 0:
+        return b"x" * 300_000
+    if i == 3:
+        raise AirflowSkipException("instance 3 has nothing to do")
+    if i == 4:
+        raise ValueError("instance 4 fails")
+    return None if i == 1 else {"instance": i}
+
+
+def test_each_mapped_result_is_checkpointed_under_its_own_map_index(ray_cluster, checkpoints: Bucket):
+    with DAG("x_ckpt_mapped", schedule=None, start_date=START) as dag:
+        mapped = task.ray(mapped_instance).expand(i=list(range(6)))
+        RayCheckpointOperator(task_id="checkpoint", outputs=[mapped], trigger_rule="all_done")
+    dag_run = run_dag(dag)
+    states = task_states(dag_run)
+    assert states["checkpoint"] == "success", states
+    assert [states[f"mapped_instance[{i}]"] for i in range(6)] == [
+        "success",
+        "success",
+        "success",
+        "skipped",
+        "failed",
+        "success",
+    ]
+    written = xcom_row(dag_run, "checkpoint")
+    assert sorted(w["map_index"] for w in written) == [0, 2, 5], written
+    folder = f"pipelines/x_ckpt_mapped/{dag_run.run_id}/mapped_instance"
+    assert [k for k in checkpoints.keys(folder) if k.endswith("/value.pkl")] == [
+        f"{folder}/{i}/return_value/value.pkl" for i in (0, 2, 5)
+    ]
+    # Each file holds its own instance's value ...
+    for i in (2, 5):
+        assert pickle.loads(checkpoints.read(f"{folder}/{i}/return_value/value.pkl")) == {"instance": i}
+    # ... and after the cluster lost everything, the one kept in Ray is restored from its own.
+    restart_cluster()
+    assert xcom(dag_run, "mapped_instance", map_index=0) == b"x" * 300_000
+    assert [xcom(dag_run, "mapped_instance", map_index=i) for i in (2, 5)] == [
+        {"instance": 2},
+        {"instance": 5},
+    ]
+
+
 def test_a_checkpoint_that_does_not_match_its_manifest_is_refused(ray_cluster, checkpoints: Bucket, tmp_path):
     from airflow_ray.cluster.owner import owner_name
     from airflow_ray.hooks.ray import RayHook

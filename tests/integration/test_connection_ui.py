@@ -118,12 +118,10 @@ def api_server(
         server.stop()
 
 
-def test_the_plugin_documents_the_provider(api_server: ApiServer):
-    status, providers = api_server.call("GET", "/api/v2/providers")
-    assert status == 200
-    (ours,) = [p for p in providers["providers"] if p["package_name"] == "airflow-ray"]
-    assert ours["documentation_url"] == "airflow-ray/readme"
-    with urllib.request.urlopen(f"{api_server.url}/{ours['documentation_url']}", timeout=30) as answer:
+def test_the_plugin_serves_the_readme(api_server: ApiServer):
+    # The Providers page links the package's absolute Documentation URL (checked on the installed
+    # wheel by test_installed_wheel.py); the plugin serves the installed version's README beside it.
+    with urllib.request.urlopen(f"{api_server.url}/airflow-ray/readme", timeout=30) as answer:
         assert answer.read().decode().startswith("# airflow-ray")
 
 

@@ -195,6 +195,42 @@ def test_marking_a_deferred_task_failed_stops_its_ray_job(deployment: Deployment
     assert written < 60
 
 
+def test_a_deferred_job_stopped_from_outside_fails_its_try_saying_so_and_the_retry_submits_anew(
+    deployment: Deployment, tmp_path: Path
+):
+    marker = tmp_path / "stopped.marker"
+    run_id = deployment.trigger("jobs_stopped", {"marker": str(marker)})
+    deadline = time.monotonic() + 120
+    while not (marker.exists() and len(marker.read_text().split()) >= 3):
+        assert time.monotonic() < deadline, f"the Ray task never ran: {deployment.logs()}"
+        time.sleep(0.5)
+    assert deployment.task_instances("jobs_stopped", run_id)["long_work"]["state"] == "deferred"
+    # Stopped as the dashboard's Stop button does: POST /api/jobs/<id>/stop.
+    links = deployment.call(
+        "GET", f"/api/v2/dags/jobs_stopped/dagRuns/{run_id}/taskInstances/long_work/links"
+    )
+    dashboard, _, job_id = links["extra_links"]["Ray job"].partition("/#/jobs/")
+    token = (deployment.home / "ray" / "auth_token").read_text().strip()
+    request = urllib.request.Request(
+        f"{dashboard}/api/jobs/{job_id}/stop", method="POST", headers={"Authorization": f"Bearer {token}"}
+    )
+    with urllib.request.urlopen(request, timeout=10) as answer:
+        assert json.load(answer)["stopped"] is True
+    state = deployment.wait_for_run("jobs_stopped", run_id, timeout=180)
+    ti = deployment.task_instances("jobs_stopped", run_id)["long_work"]
+    log = deployment.task_log("jobs_stopped", run_id, "long_work")
+    assert state == "success", (ti, log[-4000:])
+    assert ti["try_number"] == 2
+    assert f"The Ray job {job_id} of task" in log and "was stopped before it answered" in log, log[-4000:]
+    assert "KeyError" not in log, log[-4000:]
+    # The retry submitted a job of its own, which ran the callable again.
+    assert marker.read_text().split().count("restart") == 1
+    value = deployment.call(
+        "GET", f"/api/v2/dags/jobs_stopped/dagRuns/{run_id}/taskInstances/long_work/xcomEntries/return_value"
+    )["value"]
+    assert value == "resubmitted"
+
+
 def test_a_deferred_task_past_its_execution_timeout_fails_and_its_ray_job_stops(
     deployment: Deployment, tmp_path: Path
 ):

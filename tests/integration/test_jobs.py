@@ -331,3 +331,37 @@ def test_the_worker_is_not_a_ray_driver(jobs_conn):
     assert probe.returncode == 0, probe.stderr[-3000:]
     report = json.loads(probe.stdout.strip().splitlines()[-1])
     assert report == {"value": 42, "driver": False, "cluster_connections": []}
+
+
+@pytest.mark.parametrize("transport", ["driver", "jobs"])
+def test_a_tasks_runtime_env_is_merged_over_the_connections(ray_cluster, transport: str, capfd, caplog):
+    caplog.set_level("INFO")
+    conn_id = f"ray_env_{transport}"
+    os.environ[f"AIRFLOW_CONN_{conn_id.upper()}"] = json.dumps(
+        {
+            "conn_type": "ray",
+            "extra": {
+                "transport": transport,
+                "runtime_env": {"env_vars": {"FROM_CONN": "conn", "BOTH": "conn"}},
+            },
+        }
+    )
+
+    def read_env() -> list:
+        return [os.environ.get(name) for name in ("FROM_CONN", "BOTH", "FROM_TASK")]
+
+    try:
+        with DAG(f"x_env_{transport}", schedule=None, start_date=START) as dag:
+            RayPythonOperator(
+                task_id="read",
+                python_callable=read_env,
+                ray_conn_id=conn_id,
+                runtime_env={"env_vars": {"BOTH": "task", "FROM_TASK": "task"}},
+            )
+        dag_run = run_dag(dag)
+    finally:
+        del os.environ[f"AIRFLOW_CONN_{conn_id.upper()}"]
+    assert task_states(dag_run) == {"read": "success"}
+    assert xcom(dag_run, "read") == ["conn", "task", "task"]
+    out = capfd.readouterr().out + caplog.text
+    assert f"runtime_env of Ray task x_env_{transport}.read replaces the connection's env_vars.BOTH" in out

@@ -26,7 +26,7 @@ def test_connection_form_and_decorator():
     assert conn["connection-type"] == "ray"
     assert conn["hook-class-name"] == "airflow_ray.hooks.ray.RayHook"
     assert conn["ui-field-behaviour"]["relabeling"]["password"] == "Ray auth token"
-    assert set(conn["conn-fields"]) == {"runtime_env", "init_kwargs", "transport", "dashboard_url"}
+    assert set(conn["conn-fields"]) == {"runtime_env", "init_kwargs", "transport", "dashboard_url", "python"}
     assert info["task-decorators"] == [{"class-name": "airflow_ray.decorators.ray.ray_task", "name": "ray"}]
     assert set(info["config"]["ray"]["options"]) == {
         "embedded_dir",
@@ -43,17 +43,6 @@ def test_connection_form_and_decorator():
         "orphan_timeout",
         "inline_max_bytes",
     }
-
-
-def test_documentation_url_is_the_readme_served_by_the_plugin():
-    from airflow.providers_manager import ProvidersManager
-
-    from airflow_ray.hooks.plugin import README_PATH
-
-    # Airflow takes it from the distribution's "Documentation" Project-URL (setup.py).
-    url = ProvidersManager().providers["airflow-ray"].data["documentation-url"]
-    # Relative to the UI's <base href>, which is the API server's base path.
-    assert not url.startswith("/") and f"/{url}" == README_PATH
 
 
 def test_the_port_lives_in_the_address():

@@ -1,5 +1,6 @@
 """Deferred Ray tasks that do not end on their own: one a user marks failed while it runs, one
-whose execution_timeout runs out while it is deferred. Their Ray jobs must stop."""
+whose execution_timeout runs out while it is deferred (their Ray jobs must stop), and one whose
+Ray job is stopped from outside (its retry submits a new job, which returns at once)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import pendulum
 from airflow.sdk import dag, task
 
 
-def long_dag(dag_id: str, timeout: timedelta | None) -> None:
+def long_dag(dag_id: str, timeout: timedelta | None, retries: int = 0) -> None:
     @dag(
         dag_id=dag_id,
         schedule=None,
@@ -17,10 +18,21 @@ def long_dag(dag_id: str, timeout: timedelta | None) -> None:
         params={"marker": "/tmp/marker"},
     )
     def long_running():
-        @task.ray(ray_conn_id="ray_jobs", deferrable=True, execution_timeout=timeout)
+        @task.ray(
+            ray_conn_id="ray_jobs",
+            deferrable=True,
+            execution_timeout=timeout,
+            retries=retries,
+            retry_delay=timedelta(seconds=1),
+        )
         def long_work(marker: str) -> str:
+            import os
             import time
 
+            if os.path.exists(marker):  # a later try
+                with open(marker, "a") as out:
+                    out.write("restart\n")
+                return "resubmitted"
             for second in range(120):
                 with open(marker, "a") as out:
                     out.write(f"{second}\n")
@@ -34,3 +46,4 @@ def long_dag(dag_id: str, timeout: timedelta | None) -> None:
 
 long_dag("jobs_killed", None)
 long_dag("jobs_timeout", timedelta(seconds=15))
+long_dag("jobs_stopped", None, retries=1)

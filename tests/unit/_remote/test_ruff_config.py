@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
+import tomllib
 from pathlib import Path
-
-import pytest
-
-tomllib = pytest.importorskip("tomllib", reason="tomllib is in the standard library from Python 3.11")
 
 # The source tree, not the installed package: the lint config is not shipped.
 REPO = Path(__file__).resolve().parents[3]

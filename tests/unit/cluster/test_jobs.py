@@ -11,6 +11,7 @@ import pytest
 from airflow_ray._remote.job_entry import MARK, record
 from airflow_ray._remote.protocol import CallError, CallState, ErrorKind, PollReply, Returned
 from airflow_ray.cluster.jobs import LogReader, _remote_package, ended_early, outcome, submission_id_for
+from airflow_ray.cluster.transport import Call
 from airflow_ray.exceptions import RayConfigurationError, RayResultTooLargeError, RayTaskFailedError
 
 
@@ -20,10 +21,18 @@ def test_the_reader_skips_rays_start_up_lines_and_keeps_partial_lines_for_later(
         "INFO worker.py -- Connecting to existing Ray cluster\n" + record("begin", call_id="1") + "\nfirst li"
     )
     assert list(reader.feed(log)) == []
-    assert reader.began and reader.preamble == ["INFO worker.py -- Connecting to existing Ray cluster"]
+    assert reader.began and list(reader.tail) == ["INFO worker.py -- Connecting to existing Ray cluster"]
     log += "ne\nsecond line\n" + record("end", reply={}) + "\n"
     assert list(reader.feed(log)) == ["first line\n", "second line\n"]
-    assert reader.answer("end") == {"event": "end", "reply": {}}
+    assert reader.answer() == reader.answer("end") == {"event": "end", "reply": {}}
+    # The tail keeps the last lines of both kinds, for a job that ends without an answer.
+    assert list(reader.tail)[-2:] == ["first line", "second line"]
+
+
+def test_the_tail_is_bounded():
+    reader = LogReader(began=True)
+    list(reader.feed("".join(f"line {i}\n" for i in range(100))))
+    assert list(reader.tail) == [f"line {i}" for i in range(80, 100)]
 
 
 def test_a_final_read_flushes_the_last_line_without_a_newline():
@@ -71,14 +80,54 @@ def test_other_answers_are_clear_errors():
         )
     with pytest.raises(RayResultTooLargeError, match="5000000 bytes pickled"):
         outcome({"event": "too_big", "size": 5_000_000}, "t", "connection 'ray_jobs'", None)
+
+
+CALL = Call("d.t", "airflow-ray-d-t-0123")
+
+
+def test_a_job_that_ended_without_an_answer_says_why_and_shows_the_end_of_its_log():
     failed = ended_early(
-        {"status": "FAILED", "message": "entrypoint exited 1"}, LogReader(preamble=["boom"]), "d.t"
+        CALL, {"status": "FAILED", "message": "entrypoint exited 1"}, ["boom"], [], "connection 'c'"
     )
-    assert (
-        isinstance(failed, RayTaskFailedError)
-        and "FAILED: entrypoint exited 1" in str(failed)
-        and "boom" in str(failed)
+    assert isinstance(failed, RayTaskFailedError)
+    assert "airflow-ray-d-t-0123 of task d.t ended FAILED before it answered: entrypoint exited 1" in str(
+        failed
     )
+    assert str(failed).endswith("The end of the job's log:\nboom")
+    stopped = ended_early(
+        CALL, {"status": "STOPPED", "message": "Job was intentionally stopped."}, [], [], "c"
+    )
+    assert "was stopped before it answered (Job was intentionally stopped.): by `ray job stop`" in str(
+        stopped
+    )
+    assert "a retry submits a new job" in str(stopped)
+    setup = ended_early(
+        CALL,
+        {
+            "status": "FAILED",
+            "message": "pip install failed: no such package",
+            "error_type": "RUNTIME_ENV_SETUP_FAILURE",
+        },
+        [],
+        [],
+        "c",
+    )
+    assert "[RUNTIME_ENV_SETUP_FAILURE]: pip install failed: no such package" in str(setup)
+    gone = ended_early(CALL, None, [], [], "connection 'c'")
+    assert "is gone from connection 'c'" in str(gone)
+
+
+def test_an_entrypoint_without_ray_names_its_interpreter_and_the_fix():
+    no_ray = {
+        "event": "no_ray",
+        "python": "/usr/bin/python3",
+        "version": "3.11.2",
+        "error": "No module named 'ray'",
+    }
+    error = ended_early(CALL, {"status": "FAILED", "message": "exit 3"}, [], [no_ray], "connection 'c'")
+    assert isinstance(error, RayConfigurationError)
+    assert "/usr/bin/python3 (Python 3.11.2), cannot import Ray (No module named 'ray')" in str(error)
+    assert '"python": "/path/to/ray-env/bin/python"' in str(error) and "first on PATH" in str(error)
 
 
 def test_submission_ids_are_the_same_for_a_try_and_differ_between_tries():

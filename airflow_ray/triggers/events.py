@@ -1,0 +1,154 @@
+"""What :class:`~airflow_ray.triggers.ray.RayJobTrigger` sends back to its task: typed events.
+
+Airflow carries a trigger's event as JSON from the triggerer to the worker that resumes the task
+(the ``event`` argument of ``execute_complete``). Each kind of event is a record here with
+``to_wire()`` and a ``from_wire()`` that checks what it reads, as the Amazon provider's
+``validate_execute_complete_event`` checks its events: a malformed or unknown event is an
+:class:`~airflow_ray.exceptions.AirflowRayError` that shows what was received, never a ``KeyError``.
+
+Every event carries ``resume``: what the task recorded when it submitted the job (its call id
+and name, whether the result is pinned and kept, the try), which it needs to finish or fail.
+
+- :class:`JobAnswered`: the job's entrypoint answered (the result's description, or the error).
+- :class:`JobEnded`: the job ended without an answer (stopped from outside, its runtime_env or
+  entrypoint failed, its node died, or it is gone): its status and the end of its log.
+- :class:`FollowFailed`: the trigger could not follow the job (the Jobs API failed).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from airflow_ray.exceptions import AirflowRayError
+
+_RESUME_KEYS = ("call_id", "name")
+
+
+def _shown(document: Any) -> str:
+    text = repr(document)
+    return text if len(text) <= 500 else text[:500] + "..."
+
+
+def _malformed(document: Any, why: str) -> AirflowRayError:
+    return AirflowRayError(
+        f"The Ray job trigger sent an event that this version of airflow-ray cannot read ({why}): "
+        f"{_shown(document)}. Clear the task to run it again; if the triggerer runs another "
+        f"airflow-ray version than the workers, install the same version on both."
+    )
+
+
+def _field(document: dict[str, Any], name: str, kind: type | tuple[type, ...], optional: bool = False) -> Any:
+    value = document.get(name)
+    if value is None and optional:
+        return None
+    if not isinstance(value, kind):
+        raise _malformed(document, f"its {name!r} is {type(value).__name__}, not {_kinds(kind)}")
+    return value
+
+
+def _kinds(kind: type | tuple[type, ...]) -> str:
+    kinds = kind if isinstance(kind, tuple) else (kind,)
+    return " or ".join(k.__name__ for k in kinds)
+
+
+def _resume(document: dict[str, Any]) -> dict[str, Any]:
+    resume: dict[str, Any] = _field(document, "resume", dict)
+    for key in _RESUME_KEYS:
+        if not isinstance(resume.get(key), str):
+            raise _malformed(document, f"its 'resume' lacks the task's {key!r}")
+    return resume
+
+
+@dataclass(frozen=True)
+class JobAnswered:
+    """The job's entrypoint answered: ``record`` is its ``end`` (or ``infeasible``,
+    ``too_big``) record, read by :func:`airflow_ray.cluster.jobs.outcome`."""
+
+    status: ClassVar[str] = "answered"
+    resume: dict[str, Any]
+    record: dict[str, Any]
+
+    def to_wire(self) -> dict[str, Any]:
+        return {"status": self.status, "resume": self.resume, "record": self.record}
+
+    @classmethod
+    def from_wire(cls, document: dict[str, Any]) -> JobAnswered:
+        record = _field(document, "record", dict)
+        if not isinstance(record.get("event"), str):
+            raise _malformed(document, "its 'record' names no event")
+        return cls(_resume(document), record)
+
+
+@dataclass(frozen=True)
+class JobEnded:
+    """The job ended without an answer.
+
+    :param info: the job's status document from the Jobs API (``status``, ``message``,
+        ``error_type``), ``None`` when the job is gone.
+    :param log_tail: the last lines of the job's log.
+    :param records: what the entrypoint recorded before it ended (e.g. that its interpreter has
+        no Ray).
+    """
+
+    status: ClassVar[str] = "ended"
+    resume: dict[str, Any]
+    info: dict[str, Any] | None
+    log_tail: list[str] = field(default_factory=list)
+    records: list[dict[str, Any]] = field(default_factory=list)
+
+    def to_wire(self) -> dict[str, Any]:
+        return {
+            "status": self.status,
+            "resume": self.resume,
+            "info": self.info,
+            "log_tail": self.log_tail,
+            "records": self.records,
+        }
+
+    @classmethod
+    def from_wire(cls, document: dict[str, Any]) -> JobEnded:
+        tail = _field(document, "log_tail", list, optional=True) or []
+        records = _field(document, "records", list, optional=True) or []
+        if not all(isinstance(line, str) for line in tail) or not all(isinstance(r, dict) for r in records):
+            raise _malformed(
+                document, "its 'log_tail' or 'records' holds something else than lines or records"
+            )
+        return cls(
+            _resume(document), _field(document, "info", dict, optional=True), list(tail), list(records)
+        )
+
+
+@dataclass(frozen=True)
+class FollowFailed:
+    """The trigger could not follow the job: ``message`` says why."""
+
+    status: ClassVar[str] = "error"
+    resume: dict[str, Any]
+    message: str
+
+    def to_wire(self) -> dict[str, Any]:
+        return {"status": self.status, "resume": self.resume, "message": self.message}
+
+    @classmethod
+    def from_wire(cls, document: dict[str, Any]) -> FollowFailed:
+        return cls(_resume(document), _field(document, "message", str))
+
+
+JobEvent = JobAnswered | JobEnded | FollowFailed
+_KINDS: dict[str, type[JobAnswered] | type[JobEnded] | type[FollowFailed]] = {
+    kind.status: kind for kind in (JobAnswered, JobEnded, FollowFailed)
+}
+
+
+def event_from_wire(document: Any) -> JobEvent:
+    """The event that ``document`` (what ``execute_complete`` received) carries.
+
+    :raises AirflowRayError: it is not an event of :class:`RayJobTrigger`; the message shows it.
+    """
+    if not isinstance(document, dict):
+        raise _malformed(document, f"it is {type(document).__name__}, not a dict")
+    kind = _KINDS.get(document.get("status"))  # type: ignore[arg-type]
+    if kind is None:
+        raise _malformed(document, f"its status {document.get('status')!r} is not one of {sorted(_KINDS)}")
+    return kind.from_wire(document)

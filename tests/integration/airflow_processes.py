@@ -10,7 +10,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,6 +19,8 @@ import psutil
 from scripts.ports import free_port
 
 STOP_TIMEOUT = 20.0
+# How the tests run Airflow: this interpreter's; a test of another environment passes its own.
+AIRFLOW = (sys.executable, "-m", "airflow")
 
 
 @dataclass
@@ -30,7 +32,7 @@ class AirflowProcess:
 
     @classmethod
     def start(cls, command: str, env: Mapping[str, str], log_path: Path, *args: str) -> AirflowProcess:
-        return cls(_spawn([command, *args], env, log_path), log_path)
+        return cls(_spawn([*AIRFLOW, command, *args], env, log_path), log_path)
 
     def log(self, chars: int = 4000) -> str:
         try:
@@ -72,12 +74,19 @@ class AirflowApiServer(AirflowProcess):
 
     @classmethod
     def start_on(
-        cls, env: Mapping[str, str], log_path: Path, port: int | None = None, wait: bool = True
+        cls,
+        env: Mapping[str, str],
+        log_path: Path,
+        port: int | None = None,
+        wait: bool = True,
+        airflow: Sequence[str] = AIRFLOW,
+        cwd: Path | None = None,
     ) -> AirflowApiServer:
         """Start the API server on ``port`` (a free one by default); with ``wait``, return once it
-        answers (see :meth:`wait_until_healthy`)."""
+        answers (see :meth:`wait_until_healthy`). ``airflow`` is the command that runs Airflow."""
         port = port or free_port()
-        server = cls(_spawn(["api-server", "--port", str(port)], env, log_path), log_path, port)
+        command = [*airflow, "api-server", "--port", str(port)]
+        server = cls(_spawn(command, env, log_path, cwd), log_path, port)
         if wait:
             try:
                 server.wait_until_healthy()
@@ -106,11 +115,14 @@ class AirflowApiServer(AirflowProcess):
                 time.sleep(0.5)
 
 
-def _spawn(args: list[str], env: Mapping[str, str], log_path: Path) -> subprocess.Popen[bytes]:
+def _spawn(
+    command: list[str], env: Mapping[str, str], log_path: Path, cwd: Path | None = None
+) -> subprocess.Popen[bytes]:
     with open(log_path, "wb") as log:
         return subprocess.Popen(
-            [sys.executable, "-m", "airflow", *args],
+            command,
             env=dict(env),
+            cwd=cwd,
             stdout=log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,

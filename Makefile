@@ -6,6 +6,8 @@
 
 VENV := .venv
 BIN := $(VENV)/bin
+# The ray[default]-only environment of the cluster that tests/integration/test_jobs.py starts.
+RAY_ONLY_VENV := .ray-only-venv
 PYTHON ?= python3
 AIRFLOW_ENV := AIRFLOW_HOME=$(CURDIR)/airflow-home AIRFLOW__CORE__DAGS_FOLDER=$(CURDIR)/dags \
 	AIRFLOW__CORE__LOAD_EXAMPLES=false RAY_USAGE_STATS_ENABLED=0 \
@@ -14,7 +16,7 @@ AIRFLOW_ENV := AIRFLOW_HOME=$(CURDIR)/airflow-home AIRFLOW__CORE__DAGS_FOLDER=$(
 # DAG params of the main job, e.g. make example CONF='{"path": "/data/HIGGS.csv.gz", "rows": 0}'
 CONF ?= {}
 
-.PHONY: venv example test lint typing dist stop-cluster clean
+.PHONY: venv ray-only-venv example test lint typing dist stop-cluster clean
 
 venv: $(VENV)/.installed
 
@@ -23,6 +25,11 @@ $(VENV)/.installed: setup.py requirements/lock.txt
 	$(BIN)/python -m pip install --quiet --upgrade "pip>=24"
 	$(BIN)/python -m pip install --quiet -c requirements/lock.txt -e ".[tests,dev,examples]"
 	touch $@
+
+ray-only-venv: $(RAY_ONLY_VENV)/.installed
+
+$(RAY_ONLY_VENV)/.installed: requirements/lock.txt | $(VENV)/.installed
+	$(BIN)/python -m scripts.ray_only_cluster
 
 example: venv
 	$(AIRFLOW_ENV) $(BIN)/python scripts/main_job.py --conf '$(CONF)'
@@ -38,7 +45,7 @@ lint: venv
 typing: venv
 	$(BIN)/mypy
 
-test: lint typing
+test: lint typing ray-only-venv
 	$(BIN)/pytest
 
 # The sdist and the wheel in dist/ (the wheel built from the sdist), checked as PyPI would.
@@ -48,4 +55,4 @@ dist: venv
 	$(BIN)/twine check --strict dist/*
 
 clean:
-	rm -rf $(VENV) .ray-only-venv airflow-home build dist *.egg-info
+	rm -rf $(VENV) $(RAY_ONLY_VENV) airflow-home build dist *.egg-info

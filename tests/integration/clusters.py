@@ -18,7 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from scripts.ray_only_cluster import _free_ports, _short_temp_dir, stop_session
+from scripts.ports import free_ports
+from scripts.ray_only_cluster import _short_temp_dir, stop_session
 
 START_TIMEOUT = 120.0
 
@@ -73,7 +74,7 @@ class NodeCluster:
             RAY_USAGE_STATS_ENABLED="0",
             **(env or {}),
         )
-        gcs, client, agent, metrics, dashboard = _free_ports(5)
+        gcs, client, agent, metrics, dashboard = free_ports(5)
         temp_dir = _short_temp_dir()
         head = _start_node(
             bin_dir,
@@ -100,7 +101,7 @@ class NodeCluster:
     def add_worker(
         self, index: int, num_cpus: int = 1, resources: dict[str, float] | None = None, store_mb: int = 200
     ) -> Node:
-        agent, metrics, manager, objects = _free_ports(4)
+        agent, metrics, manager, objects = free_ports(4)
         bin_dir = Path(self.env["PATH"].split(os.pathsep)[0])
         node = _start_node(
             bin_dir,

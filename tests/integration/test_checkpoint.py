@@ -27,7 +27,8 @@ from airflow_ray._remote.s3io import S3Access
 from airflow_ray.checkpoint.store import CheckpointLocation, CheckpointStore
 from airflow_ray.exceptions import RayCheckpointError, RayCheckpointIntegrityError, RayConfigurationError
 from airflow_ray.operators.checkpoint import RayCheckpointOperator
-from scripts.local_s3 import REGION, Bucket, free_port
+from scripts.local_s3 import REGION, Bucket
+from scripts.ports import free_port
 from tests.integration.dagrun import run_dag, task_states, xcom, xcom_row
 
 pytestmark = pytest.mark.integration

@@ -11,15 +11,10 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import socket
-import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,15 +22,14 @@ import psutil
 import pytest
 
 from airflow_ray.cluster.local import EmbeddedCluster
+from scripts.ports import free_port
+from tests.integration.airflow_processes import AirflowApiServer
 
 pytestmark = pytest.mark.integration
 
 
-@dataclass
-class ApiServer:
-    process: subprocess.Popen[bytes]
-    url: str
-    log_path: Path
+class ApiServer(AirflowApiServer):
+    """The API server, called as the UI calls it."""
 
     def call(self, method: str, path: str, body: Any = None) -> tuple[int, Any]:
         request = urllib.request.Request(
@@ -75,9 +69,6 @@ class ApiServer:
                 continue
         return loaded
 
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")[-4000:]
-
 
 def ui_test_body(stored: dict[str, Any]) -> dict[str, Any]:
     """What the Test button of Airflow 3.3.2's connection list posts (airflow/ui, minified):
@@ -101,12 +92,6 @@ def ui_test_body(stored: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def embedded_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The API server's own embedded-cluster state directory (no cluster runs there at first)."""
@@ -117,7 +102,6 @@ def embedded_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def api_server(
     airflow_db: Path, embedded_dir: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[ApiServer]:
-    port = _free_port()
     env = os.environ.copy()
     env.update(
         {
@@ -127,34 +111,11 @@ def api_server(
             "AIRFLOW__RAY__CONNECT_TIMEOUT": "15",
         }
     )
-    log_path = tmp_path_factory.mktemp("uiapi") / "api-server.log"
-    with open(log_path, "wb") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "airflow", "api-server", "--port", str(port)],
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    server = ApiServer(process, f"http://127.0.0.1:{port}", log_path)
+    server = ApiServer.start_on(env, tmp_path_factory.mktemp("uiapi") / "api-server.log")
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                server.call("GET", "/api/v2/monitor/health")
-                break
-            except OSError:
-                assert process.poll() is None, server.log()
-                assert time.monotonic() < deadline, f"the API server did not start: {server.log()}"
-                time.sleep(1)
         yield server
     finally:
-        tree = psutil.Process(process.pid)
-        children = tree.children(recursive=True)
-        process.send_signal(signal.SIGTERM)
-        _, alive = psutil.wait_procs([tree, *children], timeout=20)
-        for leftover in alive:
-            leftover.kill()
+        server.stop()
 
 
 def test_the_plugin_serves_the_readme(api_server: ApiServer):
@@ -182,7 +143,7 @@ def test_the_embedded_connection_is_looked_at_not_started(api_server: ApiServer,
 
 
 def test_a_failure_names_the_users_connection(api_server: ApiServer):
-    closed = _free_port()
+    closed = free_port()  # nothing listens there
     api_server.store("ray_down_ui", host=f"127.0.0.1:{closed}")
     started = time.monotonic()
     status, answer = api_server.test_from_ui("ray_down_ui")

@@ -12,9 +12,6 @@ import json
 import os
 import shutil
 import signal
-import socket
-import subprocess
-import sys
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -22,8 +19,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import psutil
 import pytest
+
+from scripts.ports import free_port
+from tests.integration.airflow_processes import AirflowApiServer, AirflowProcess
 
 pytestmark = pytest.mark.integration
 
@@ -89,17 +88,11 @@ class Deployment:
         )
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def deployment(ray_cluster, airflow_home: Path, postgres_metadata_db: str) -> Iterator[Deployment]:
     for dag_file in DAG_FILES.glob("*.py"):
         shutil.copy(dag_file, airflow_home / "dags" / dag_file.name)
-    port = _free_port()
+    port = free_port()
     env = os.environ.copy()
     env.update(
         {
@@ -118,41 +111,18 @@ def deployment(ray_cluster, airflow_home: Path, postgres_metadata_db: str) -> It
             "AIRFLOW_CONN_RAY_JOBS": json.dumps({"conn_type": "ray", "extra": {"transport": "jobs"}}),
         }
     )
-    processes = []
-    for name in COMPONENTS:
-        command = [sys.executable, "-m", "airflow", name]
-        if name == "api-server":
-            command += ["--port", str(port)]
-        log = open(airflow_home / f"{name}.log", "wb")
-        processes.append(
-            (
-                subprocess.Popen(
-                    command, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-                ),
-                log,
-            )
-        )
-    deployment = Deployment(airflow_home, f"http://127.0.0.1:{port}", env)
+    api = AirflowApiServer.start_on(env, airflow_home / "api-server.log", port=port, wait=False)
+    processes: list[AirflowProcess] = [api]
+    deployment = Deployment(airflow_home, api.url, env)
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                deployment.call("GET", "/api/v2/monitor/health")
-                break
-            except OSError:
-                assert all(p.poll() is None for p, _ in processes), deployment.logs()
-                assert time.monotonic() < deadline, f"the API server did not start: {deployment.logs()}"
-                time.sleep(1)
+        for name in COMPONENTS:
+            if name != "api-server":
+                processes.append(AirflowProcess.start(name, env, airflow_home / f"{name}.log"))
+        api.wait_until_healthy(beside=processes[1:])
         yield deployment
     finally:
-        for process, log in processes:
-            parent = psutil.Process(process.pid)
-            children = parent.children(recursive=True)
-            process.send_signal(signal.SIGTERM)
-            _, alive = psutil.wait_procs([parent, *children], timeout=20)
-            for leftover in alive:
-                leftover.kill()
-            log.close()
+        for process in processes:
+            process.stop()
 
 
 def test_deferred_tasks_free_the_only_slot(deployment: Deployment):

@@ -17,6 +17,7 @@ import pytest
 
 from airflow_ray.exceptions import RayConnectionError
 from airflow_ray.hooks.ray import RayHook
+from scripts.ports import free_port
 
 pytestmark = pytest.mark.integration
 
@@ -29,12 +30,6 @@ def connection(conn_id: str, **fields) -> Iterator[None]:
         yield
     finally:
         del os.environ[name]
-
-
-def closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def node_count(ray) -> int:
@@ -80,7 +75,7 @@ def test_wrong_token_fails_fast_and_says_so(ray_cluster):
 
 
 def test_unreachable_address_fails_fast_and_names_the_connection(ray_cluster):
-    port = closed_port()
+    port = free_port()  # nothing listens there
     with connection("ray_down", host=f"127.0.0.1:{port}"):
         started = time.monotonic()
         with pytest.raises(RayConnectionError) as info:

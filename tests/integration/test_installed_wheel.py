@@ -17,7 +17,6 @@ import email.parser
 import json
 import os
 import shutil
-import signal
 import sqlite3
 import subprocess
 import sys
@@ -37,7 +36,7 @@ import pytest
 
 from airflow_ray import __version__
 from airflow_ray.xcom.reference import is_reference_json
-from scripts.local_s3 import free_port
+from tests.integration.airflow_processes import AirflowApiServer
 
 pytestmark = pytest.mark.integration
 
@@ -238,43 +237,26 @@ def test_airflow_registers_the_installed_provider(installed: UserInstall):
 
 
 def test_the_api_server_loads_the_plugin(installed: UserInstall, tmp_path: Path):
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    log_path = tmp_path / "api-server.log"
-    with open(log_path, "wb") as log:
-        server = subprocess.Popen(
-            [str(installed.bin / "airflow"), "api-server", "--port", str(port)],
-            env=installed.env(AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS="True"),
-            cwd=installed.home,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+    server = AirflowApiServer.start_on(
+        installed.env(AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS="True"),
+        tmp_path / "api-server.log",
+        wait=False,
+        airflow=[str(installed.bin / "airflow")],
+        cwd=installed.home,
+    )
     try:
-        deadline = time.monotonic() + 180
-        while True:
-            try:
-                # Mounted by the plugin (hooks/plugin.py): answers only if the API server loaded it.
-                with urllib.request.urlopen(f"{url}/airflow-ray/readme", timeout=30) as answer:
-                    readme = answer.read().decode()
-                break
-            except (urllib.error.URLError, ConnectionError):
-                assert server.poll() is None, log_path.read_text(errors="replace")[-4000:]
-                assert time.monotonic() < deadline, log_path.read_text(errors="replace")[-4000:]
-                time.sleep(1)
+        server.wait_until_healthy(timeout=180)
+        # Mounted by the plugin (hooks/plugin.py): answers only if the API server loaded it.
+        with urllib.request.urlopen(f"{server.url}/airflow-ray/readme", timeout=30) as answer:
+            readme = answer.read().decode()
         assert readme == (REPO / "README.md").read_text()
-        with urllib.request.urlopen(f"{url}/api/v2/providers", timeout=30) as answer:
+        with urllib.request.urlopen(f"{server.url}/api/v2/providers", timeout=30) as answer:
             providers = json.load(answer)["providers"]
         (ours,) = [p for p in providers if p["package_name"] == "airflow-ray"]
         assert ours["version"] == __version__
         assert ours["documentation_url"].startswith("https://"), ours
     finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        try:
-            server.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(server.pid, signal.SIGKILL)
-            server.wait(timeout=30)
+        server.stop()
 
 
 def test_a_dag_runs_on_the_embedded_cluster_with_the_ray_xcom_backend(installed: UserInstall):

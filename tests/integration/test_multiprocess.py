@@ -7,17 +7,17 @@ import contextlib
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
 import time
-import urllib.request
 from pathlib import Path
 
 import psutil
 import pytest
 
+from scripts.ports import free_port
+from tests.integration.airflow_processes import AirflowApiServer
 from tests.integration.dagrun import xcom, xcom_row
 
 pytestmark = pytest.mark.integration
@@ -30,9 +30,7 @@ def executor_env(ray_cluster, airflow_home, postgres_metadata_db):
     """An `airflow api-server` for the task processes, and the environment of a LocalExecutor run."""
     for dag_file in DAG_FILES.glob("*.py"):
         shutil.copy(dag_file, airflow_home / "dags" / dag_file.name)
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()
     env = os.environ.copy()
     env.update(
         {
@@ -47,34 +45,11 @@ def executor_env(ray_cluster, airflow_home, postgres_metadata_db):
             "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{port}/execution/",
         }
     )
-    log = open(airflow_home / "api-server.log", "wb")
-    server = subprocess.Popen(
-        [sys.executable, "-m", "airflow", "api-server", "--port", str(port)],
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
+    server = AirflowApiServer.start_on(env, airflow_home / "api-server.log", port=port)
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/api/v2/monitor/health", timeout=2)
-                break
-            except OSError:
-                assert server.poll() is None, (airflow_home / "api-server.log").read_text()[-3000:]
-                assert time.monotonic() < deadline, "the API server did not start"
-                time.sleep(0.5)
         yield env
     finally:
-        parent = psutil.Process(server.pid)
-        children = parent.children(recursive=True)
-        server.terminate()
-        psutil.wait_procs([parent, *children], timeout=20)
-        for process in children:
-            if process.is_running():
-                process.kill()
-        log.close()
+        server.stop()
 
 
 def _latest_run_state(dag_id: str) -> str | None:

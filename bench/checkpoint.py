@@ -2,7 +2,7 @@
 
 Usage (from the repository root, after ``make venv``)::
 
-    .venv/bin/python bench/checkpoint.py [--sizes 100,1000] [--kinds numpy,arrow] [--repeat 3]
+    .venv/bin/python bench/checkpoint.py [--sizes 100,1000] [--kinds numpy,arrow] [--repeat 3] [--smoke]
 
 A real S3 server (``rclone serve s3`` on a temporary folder, on 127.0.0.1) and a private
 embedded Ray cluster are started for the run. For each kind and size (MB), a value is made by a
@@ -18,6 +18,8 @@ Ray task and pinned by the owner actor, as a task's result is. Then, median of `
   with a ``ray.put`` after the read (restore): the bytes pass through the Airflow worker.
 
 The ratio is raw time / our time: 1.0x is raw boto3's throughput, the goal is at least 0.7x.
+``--smoke`` runs the smallest sizes once (the test suite does, so that the script keeps
+working); its figures mean nothing.
 """
 
 from __future__ import annotations
@@ -56,7 +58,10 @@ def main() -> None:
     parser.add_argument("--sizes", default="100,1000", help="MB, comma-separated")
     parser.add_argument("--kinds", default="numpy,arrow")
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--smoke", action="store_true", help="the smallest run: 1 MB, once")
     args = parser.parse_args()
+    if args.smoke:
+        args.sizes, args.repeat = "1", 1
     home = Path(tempfile.mkdtemp(prefix="afr-ckb-"))
     os.environ.update(
         {
@@ -64,7 +69,7 @@ def main() -> None:
             "AIRFLOW__CORE__LOAD_EXAMPLES": "false",
             "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home / 'airflow.db'}",
             "AIRFLOW__RAY__EMBEDDED_DIR": str(home / "ray"),
-            "AIRFLOW__RAY__EMBEDDED_OBJECT_STORE_MEMORY": str(6 * 1024**3),
+            "AIRFLOW__RAY__EMBEDDED_OBJECT_STORE_MEMORY": str((300 if args.smoke else 6 * 1024) * MB),
             "RAY_USAGE_STATS_ENABLED": "0",
             "AWS_EC2_METADATA_DISABLED": "true",
         }

@@ -2,7 +2,7 @@
 
 Usage (from the repository root, after ``make venv``)::
 
-    .venv/bin/python bench/handoff.py [--sizes 10,100,1000] [--kinds numpy,arrow,pandas]
+    .venv/bin/python bench/handoff.py [--sizes 10,100,1000] [--kinds numpy,arrow,pandas] [--smoke]
 
 For each size (MB) and kind of value, a DAG ``produce -> consume`` of two ``RayPythonOperator``
 tasks runs in ``dag.test()``; the producer stamps the time just before it returns, the consumer
@@ -20,6 +20,9 @@ import time):
 20 ms) during the run; "row" is the size of the XCom row in the metadata DB. (b) and (c) cannot
 carry numpy arrays or Arrow tables at all (Airflow's serde raises TypeError); pandas DataFrames
 they can, so that kind compares all four.
+
+``--smoke`` runs the smallest sizes once, without the warm-up (the test suite does, so that the
+script keeps working); its figures mean nothing.
 """
 
 from __future__ import annotations
@@ -73,7 +76,9 @@ def consume(value, stamp_file: str) -> int:
     return int(getattr(value, "nbytes", 0) or value.memory_usage().sum())
 
 
-def run_backend(label: str, kinds: list[str], sizes: list[int], home: Path, repeat: int) -> list[dict]:
+def run_backend(
+    label: str, kinds: list[str], sizes: list[int], home: Path, repeat: int, warm_up: bool = True
+) -> list[dict]:
     """Runs in a child process whose XCom backend is already configured."""
     import pendulum
     import psutil
@@ -90,7 +95,7 @@ def run_backend(label: str, kinds: list[str], sizes: list[int], home: Path, repe
     results = []
     # The first run of the process pays one-off costs (the in-process API, connecting to Ray,
     # imports in the Ray workers); a small warm-up run keeps them out of the figures.
-    for kind in ["warmup", *kinds]:
+    for kind in ["warmup", *kinds] if warm_up else kinds:
         for mb in [1] if kind == "warmup" else [size for size in sizes for _ in range(repeat)]:
             out, into = str(home / "produced"), str(home / "consumed")
             dag_id = f"handoff_{kind}_{mb}"
@@ -193,8 +198,13 @@ def main() -> None:
     parser.add_argument(
         "--repeat", type=int, default=3, help="runs per size for (a) and (d); the median is shown"
     )
+    parser.add_argument(
+        "--smoke", action="store_true", help="the smallest run: 1 MB of numpy and pandas, once"
+    )
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.smoke:
+        args.sizes, args.kinds, args.repeat = "1", "numpy,pandas", 1
     sizes = [int(s) for s in args.sizes.split(",")]
     kinds = args.kinds.split(",")
     if args.child:
@@ -204,7 +214,7 @@ def main() -> None:
         if args.child == "floor":
             run_floor(kinds, sizes, home, repeat)
         else:
-            run_backend(args.child, kinds, sizes, home, repeat)
+            run_backend(args.child, kinds, sizes, home, repeat, warm_up=not args.smoke)
         return
 
     home = Path(tempfile.mkdtemp(prefix="afr-handoff-"))
@@ -214,7 +224,7 @@ def main() -> None:
         AIRFLOW__CORE__DAGS_FOLDER=str(home / "dags"),
         AIRFLOW__CORE__LOAD_EXAMPLES="false",
         AIRFLOW__RAY__EMBEDDED_DIR=str(home / "ray"),
-        AIRFLOW__RAY__EMBEDDED_OBJECT_STORE_MEMORY=str(6 * 1024 * MB),
+        AIRFLOW__RAY__EMBEDDED_OBJECT_STORE_MEMORY=str((300 if args.smoke else 6 * 1024) * MB),
         AIRFLOW__RAY__KEEP_RUNS="1",
         AIRFLOW__COMMON_IO__XCOM_OBJECTSTORAGE_PATH=f"file://{home}/xcom",
         AIRFLOW__COMMON_IO__XCOM_OBJECTSTORAGE_THRESHOLD="0",
@@ -225,6 +235,7 @@ def main() -> None:
         [sys.executable, "-m", "airflow", "db", "migrate"], env=env, check=True, capture_output=True
     )
     rows: list[dict] = []
+    failed = []
     try:
         for label, backend in [*BACKENDS.items(), ("floor", "")]:
             child_env = dict(env, AIRFLOW__CORE__XCOM_BACKEND=backend) if backend else env
@@ -240,14 +251,16 @@ def main() -> None:
                     args.kinds,
                     "--repeat",
                     str(args.repeat),
+                    *(["--smoke"] if args.smoke else []),
                 ],
                 env=child_env,
                 capture_output=True,
                 text=True,
             )
             found = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
-            if not found:
+            if proc.returncode or not found:
                 print(proc.stdout[-2000:], proc.stderr[-3000:])
+                failed.append(label)
             rows += found
     finally:
         subprocess.run(
@@ -271,6 +284,8 @@ def main() -> None:
             f"{r['backend']:26s} {r['kind']:7s} {r['mb']:5d} {r['handoff_s']:10.3f} {vs_floor:7.2f}x {vs_ours:6.1f}x "
             f"{r['worker_mb']:9.0f} {r['row_bytes']:10d}"
         )
+    if failed:
+        raise SystemExit(f"The runs of {', '.join(failed)} failed: their output is above.")
 
 
 def _medians(rows: list[dict]) -> list[dict]:

@@ -2,7 +2,7 @@
 
 Usage (from the repository root, after ``make venv``)::
 
-    .venv/bin/python bench/overhead.py [--repeat 7]
+    .venv/bin/python bench/overhead.py [--repeat 7] [--smoke]
 
 It creates a temporary AIRFLOW_HOME (SQLite) and its own embedded Ray cluster, and stops that
 cluster at the end. Printed:
@@ -12,6 +12,9 @@ cluster at the end. Printed:
    end of each task instance). The first Ray task, which connects, is reported on its own.
 2. connect plus first task, from a fresh process, for each connection mode, against the floor:
    a bare ``ray.init(address)`` plus one ``ray.get(f.remote())`` in a fresh process.
+
+``--smoke`` runs the smallest sizes once (the test suite does, so that the script keeps
+working); its figures mean nothing.
 """
 
 from __future__ import annotations
@@ -153,14 +156,18 @@ def cold_start() -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--repeat", type=int, default=7)
+    parser.add_argument("--smoke", action="store_true", help="the smallest run: each figure once")
     args = parser.parse_args()
+    if args.smoke:
+        args.repeat = 1
+        os.environ["AIRFLOW__RAY__EMBEDDED_OBJECT_STORE_MEMORY"] = str(300 * 1024 * 1024)
     subprocess.run([sys.executable, "-m", "airflow", "db", "migrate"], check=True, capture_output=True)
     from airflow_ray.cluster.local import EmbeddedCluster
 
     try:
         cold = cold_start()
         overhead = task_overhead(args.repeat)
-        rows = connect_times(max(3, args.repeat // 2))
+        rows = connect_times(1 if args.smoke else max(3, args.repeat // 2))
     finally:
         EmbeddedCluster.from_config().stop()
     print(f"\n== per-task overhead, one dag.test() process, median of {args.repeat} ==")

@@ -2,12 +2,15 @@
 
 Usage (from the repository root, after ``make venv``)::
 
-    .venv/bin/python bench/retention.py [--runs 30] [--mb 100] [--keep-runs 3]
+    .venv/bin/python bench/retention.py [--runs 30] [--mb 100] [--keep-runs 3] [--smoke]
 
 Prints the object store's bytes in use (the embedded cluster's own count) before the first run
 (the baseline), after every run, and after ``airflow-ray pins release --all``; figures are in
 units of one run's pin. With retention working, use never exceeds ``keep_runs`` pins above the
 baseline, and returns to the baseline after the release.
+
+``--smoke`` runs the smallest sizes (the test suite does, so that the script keeps working); its
+figures mean nothing.
 """
 
 from __future__ import annotations
@@ -42,7 +45,10 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=30)
     parser.add_argument("--mb", type=int, default=100)
     parser.add_argument("--keep-runs", type=int, default=3)
+    parser.add_argument("--smoke", action="store_true", help="the smallest run: 3 runs of 1 MB, keeping 1")
     args = parser.parse_args()
+    if args.smoke:
+        args.runs, args.mb, args.keep_runs = 3, 1, 1
     home = Path(tempfile.mkdtemp(prefix="afr-retention-"))
     os.environ.update(
         AIRFLOW_HOME=str(home),
@@ -50,7 +56,7 @@ def main() -> None:
         AIRFLOW__CORE__LOAD_EXAMPLES="false",
         AIRFLOW__CORE__XCOM_BACKEND="airflow_ray.xcom.backend.RayXComBackend",
         AIRFLOW__RAY__EMBEDDED_DIR=str(home / "ray"),
-        AIRFLOW__RAY__EMBEDDED_OBJECT_STORE_MEMORY=str(2 * 1024 * MB),
+        AIRFLOW__RAY__EMBEDDED_OBJECT_STORE_MEMORY=str((300 if args.smoke else 2 * 1024) * MB),
         AIRFLOW__RAY__KEEP_RUNS=str(args.keep_runs),
         RAY_USAGE_STATS_ENABLED="0",
     )

@@ -2,7 +2,7 @@
 
 Usage (from the repository root, after ``make venv``)::
 
-    .venv/bin/python bench/transport.py [--repeat 5] [--sizes 10,1024]
+    .venv/bin/python bench/transport.py [--repeat 5] [--sizes 10,1024] [--smoke]
 
 It creates a temporary AIRFLOW_HOME (SQLite) with the Ray XCom backend and its own embedded
 Ray cluster (with its dashboard, which the Jobs API needs), and stops that cluster at the end.
@@ -13,6 +13,9 @@ Everything runs in one ``dag.test()`` process. Printed:
    and each one's ratio to the driver transport;
 2. the hand-off of a numpy array from one Ray task to the next through two Airflow tasks
    (producer's last line to consumer's first line, median), per size and transport.
+
+``--smoke`` runs the smallest sizes once (the test suite does, so that the script keeps
+working); its figures mean nothing.
 """
 
 from __future__ import annotations
@@ -145,14 +148,18 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--sizes", default="10,1024", help="hand-off sizes in MB, comma-separated")
+    parser.add_argument("--smoke", action="store_true", help="the smallest run: 1 MB, once")
     args = parser.parse_args()
+    if args.smoke:
+        args.repeat, args.sizes = 1, "1"
+        os.environ["AIRFLOW__RAY__EMBEDDED_OBJECT_STORE_MEMORY"] = str(300 * MB)
     subprocess.run([sys.executable, "-m", "airflow", "db", "migrate"], check=True, capture_output=True)
     from airflow_ray.cluster.local import EmbeddedCluster
 
     sizes = [int(size) for size in args.sizes.split(",")]
     try:
         overhead = task_overhead(args.repeat)
-        moved = handoff(sizes, max(3, args.repeat // 2))
+        moved = handoff(sizes, 1 if args.smoke else max(3, args.repeat // 2))
     finally:
         EmbeddedCluster.from_config().stop()
     print(f"\n== per-task time of a trivial Ray task, one dag.test() process, median of {args.repeat} ==")

@@ -72,11 +72,14 @@ def train_model(
     train: pd.DataFrame,
     valid: pd.DataFrame,
     rounds: int = 50,
-    num_actors: int = 2,
-    cpus_per_actor: int = 1,
+    num_actors: int = 0,
+    cpus_per_actor: int = 0,
     evals_result: dict[str, Any] | None = None,
 ) -> xgboost.Booster:
     """Train XGBoost on Ray: ``num_actors`` xgboost_ray actors of ``cpus_per_actor`` CPUs each.
+
+    0 for either (the default) is chosen from the cluster's CPUs when training starts
+    (:func:`share_cpus`): on one machine, one actor with every CPU.
 
     After every round the metrics on the ``valid`` rows go to the log, while training runs.
 
@@ -89,6 +92,8 @@ def train_model(
     from xgboost_ray import train as train_on_ray
 
     rounds = int(rounds)
+    num_actors, cpus_per_actor = _actors_on_this_cluster(int(num_actors), int(cpus_per_actor))
+    log.info("Training with %d xgboost_ray actor(s) of %d CPU(s)", num_actors, cpus_per_actor)
     evals_result = {} if evals_result is None else evals_result
     started = time.monotonic()
     model = train_on_ray(
@@ -99,9 +104,7 @@ def train_model(
         # predicts an evaluation matrix each round, where it updates the training one for free.
         evals=[(RayDMatrix(valid, label="label"), "valid")],
         evals_result=evals_result,
-        ray_params=RayParams(
-            num_actors=int(num_actors), cpus_per_actor=int(cpus_per_actor), max_actor_restarts=1
-        ),
+        ray_params=RayParams(num_actors=num_actors, cpus_per_actor=cpus_per_actor, max_actor_restarts=1),
         callbacks=[_round_logger(rounds)],
         verbose_eval=False,
     )
@@ -114,6 +117,38 @@ def train_model(
         evals_result["valid"]["error"][-1],
     )
     return model
+
+
+def _actors_on_this_cluster(num_actors: int, cpus_per_actor: int) -> tuple[int, int]:
+    """``num_actors`` and ``cpus_per_actor``, a 0 for either filled in from the connected cluster's nodes."""
+    if num_actors and cpus_per_actor:
+        return num_actors, cpus_per_actor
+    import ray
+
+    node_cpus = [int(node["Resources"].get("CPU", 0)) for node in ray.nodes() if node["Alive"]]
+    return share_cpus(node_cpus, num_actors, cpus_per_actor)
+
+
+def share_cpus(node_cpus: list[int], num_actors: int, cpus_per_actor: int) -> tuple[int, int]:
+    """Actors and CPUs per actor for nodes of ``node_cpus`` CPUs each; 0 means "choose".
+
+    Both 0: one actor per node, with every CPU of the smallest node (on one machine, one actor
+    with all its CPUs: ``bench/xgboost_train.py`` trained faster that way than with two actors of
+    one CPU). Only ``num_actors`` 0: as many actors of ``cpus_per_actor`` as the nodes hold. Only
+    ``cpus_per_actor`` 0: the smallest node's CPUs shared by the actors each node gets.
+    """
+    nodes = [cpus for cpus in node_cpus if cpus > 0]
+    if not nodes:
+        raise ValueError(
+            f"No node of the Ray cluster has a CPU (CPUs per node: {node_cpus}); xgboost_ray's actors "
+            f"need at least one. Start the cluster with CPUs, or pass num_actors and cpus_per_actor."
+        )
+    if not num_actors and not cpus_per_actor:
+        return len(nodes), min(nodes)
+    if not num_actors:
+        return max(1, sum(cpus // cpus_per_actor for cpus in nodes)), cpus_per_actor
+    actors_per_node = -(-num_actors // len(nodes))
+    return num_actors, cpus_per_actor or max(1, min(nodes) // actors_per_node)
 
 
 def _round_logger(rounds: int) -> xgboost.callback.TrainingCallback:

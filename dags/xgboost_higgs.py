@@ -28,8 +28,9 @@ with DAG(
     params={
         **data_params(rows=1_000_000),
         "rounds": Param(50, type="integer", minimum=1),
-        "actors": Param(2, type="integer", minimum=1),
-        "cpus_per_actor": Param(1, type="integer", minimum=1),
+        # 0: chosen from the cluster's CPUs when training starts (higgs_model.share_cpus)
+        "actors": Param(0, type="integer", minimum=0),
+        "cpus_per_actor": Param(0, type="integer", minimum=0),
     },
     render_template_as_native_obj=True,
     tags=["ray", "xgboost", "example"],

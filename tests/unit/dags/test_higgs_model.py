@@ -7,7 +7,14 @@ import importlib.metadata
 import numpy as np
 import pytest
 from higgs_data import FEATURES, generate_higgs, signal_accuracy, split_higgs
-from higgs_model import XGBoostRayUnavailableError, _last, auc_score, evaluate_model, require_xgboost_ray
+from higgs_model import (
+    XGBoostRayUnavailableError,
+    _last,
+    auc_score,
+    evaluate_model,
+    require_xgboost_ray,
+    share_cpus,
+)
 
 
 @pytest.mark.parametrize("installed", ["2.1.0", "2.1.4", "3.0.5", "3.1.0rc1"])
@@ -74,3 +81,32 @@ def test_evaluate_reports_accuracy_and_auc_near_what_the_signal_allows():
     assert metrics["test_rows"] == 6_000
     assert signal_accuracy(table) - 0.05 < metrics["accuracy"] < signal_accuracy(table) + 0.02
     assert 0.8 < metrics["auc"] < 1.0
+
+
+@pytest.mark.parametrize(
+    ("node_cpus", "asked", "chosen"),
+    [
+        # one machine: one actor with every CPU
+        ([2], (0, 0), (1, 2)),
+        ([16], (0, 0), (1, 16)),
+        # one actor per node, each fitting the smallest node; a head without CPUs gets none
+        ([0, 8, 4], (0, 0), (2, 4)),
+        # CPUs per actor given: as many actors as the nodes hold
+        ([2], (0, 1), (2, 1)),
+        ([8, 4], (0, 3), (3, 3)),
+        ([2], (0, 4), (1, 4)),
+        # actors given: the smallest node's CPUs shared by the actors that each node gets
+        ([2], (2, 0), (2, 1)),
+        ([8, 8], (3, 0), (3, 4)),
+        ([2], (4, 0), (4, 1)),
+        # both given: as asked
+        ([2], (2, 1), (2, 1)),
+    ],
+)
+def test_share_cpus_fills_in_the_zeros_from_the_nodes(node_cpus, asked, chosen):
+    assert share_cpus(node_cpus, *asked) == chosen
+
+
+def test_share_cpus_on_a_cluster_without_cpus_is_a_readable_error():
+    with pytest.raises(ValueError, match=r"No node of the Ray cluster has a CPU \(CPUs per node: \[0\]\)"):
+        share_cpus([0], 0, 0)

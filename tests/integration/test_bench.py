@@ -1,0 +1,137 @@
+"""Every script of bench/ runs in its smoke mode and prints its figures, so that none can rot.
+
+The scripts start their own Airflow home and embedded Ray cluster each, and stop it at the end.
+They run as subprocesses of this interpreter, a few at a time (most of a smoke run is waiting on
+starts: Ray, Airflow's in-process API, Ray jobs). A smoke run's figures mean nothing; the test
+checks that each figure is printed and is a number.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.integration
+
+REPO = Path(__file__).resolve().parents[2]
+NUMBER = r"(-?\d+(?:\.\d+)?)"
+# Per script: the lines that carry its figures, each pattern with how many lines must match it.
+# Every group a pattern captures must read as a finite number.
+FIGURES: dict[str, list[tuple[str, int]]] = {
+    "checkpoint.py": [
+        (rf"^(?:numpy|arrow) +1MB +{NUMBER} \|.*? {NUMBER}x .*? {NUMBER}x \|.*? {NUMBER}x .*? {NUMBER}x$", 2),
+    ],
+    "handoff.py": [
+        # the backends that carry both kinds, and a pandas DataFrame through every backend
+        (rf"^(?:a: RayXComBackend|d: floor \(one driver\)) +numpy +1 +{NUMBER} +{NUMBER}x +{NUMBER}x ", 2),
+        (rf"^[abcd]: .*? pandas +1 +{NUMBER} +{NUMBER}x +{NUMBER}x ", 4),
+        (r"^[bc]: .*? numpy +1 cannot carry it: ", 2),
+    ],
+    "overhead.py": [
+        (rf"^  (?:python_median_s|ray_median_s|ray_overhead_s|ratio) +{NUMBER}$", 4),
+        (rf"^  (?:floor|embedded|GCS|Ray Client).*? {NUMBER} +{NUMBER} +{NUMBER}x$", 4),
+        (rf"cold start .*?: {NUMBER} s$", 1),
+    ],
+    "retention.py": [
+        (rf"^after run +\d: +{NUMBER} pins above baseline$", 3),
+        (rf"^(?:peak|final) above baseline: +{NUMBER} pins \({NUMBER} MB\)$", 2),
+    ],
+    "transport.py": [
+        (rf"^  (?:driver|jobs|jobs \+ deferrable) +{NUMBER} s +{NUMBER}x driver$", 3),
+        (rf"^ +1 MB +driver +{NUMBER} s +jobs +{NUMBER} s +{NUMBER}x driver$", 1),
+    ],
+    "xgboost_train.py": [
+        (rf"^ +2 +\d+ x \d+ +{NUMBER} +{NUMBER} +{NUMBER} +{NUMBER}x(?: +{NUMBER}){{5}}$", 2),
+        (rf"^ +2 rounds, fastest first: \d+ x \d+ {NUMBER} s \({NUMBER}x the fastest, {NUMBER}x plain", 1),
+    ],
+}
+# Longest first, so that the last one to start is a short one.
+ORDER = ["handoff.py", "transport.py", "xgboost_train.py", "overhead.py", "retention.py", "checkpoint.py"]
+AT_ONCE = 3
+TIMEOUT_S = 300
+
+
+@dataclass
+class SmokeRun:
+    script: str
+    returncode: int | None
+    stdout: str
+    stderr: str
+    seconds: float
+
+    def tails(self) -> str:
+        return f"stdout:\n{self.stdout[-4000:]}\nstderr:\n{self.stderr[-4000:]}"
+
+
+def _environment() -> dict[str, str]:
+    """This environment without the test session's Airflow, Ray and AWS settings: each script sets its own."""
+    return {
+        name: value for name, value in os.environ.items() if not name.startswith(("AIRFLOW", "RAY_", "AWS_"))
+    }
+
+
+def _smoke(script: str) -> SmokeRun:
+    started = time.monotonic()
+    process = subprocess.Popen(
+        [sys.executable, str(REPO / "bench" / script), "--smoke"],
+        cwd=REPO,
+        env=_environment(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        stdout, stderr = process.communicate(timeout=TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        # SIGINT, not SIGKILL: the script's finally blocks stop the Ray cluster it started.
+        process.send_signal(signal.SIGINT)
+        try:
+            stdout, stderr = process.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            stdout, stderr = process.communicate()
+        stderr += f"\n[timed out after {TIMEOUT_S} s]"
+    return SmokeRun(script, process.returncode, stdout, stderr, time.monotonic() - started)
+
+
+@pytest.fixture(scope="module")
+def smoke_runs() -> Iterator[dict[str, SmokeRun]]:
+    started = time.monotonic()
+    with ThreadPoolExecutor(max_workers=AT_ONCE) as pool:
+        runs = {run.script: run for run in pool.map(_smoke, ORDER)}
+    print(
+        f"\nbench smoke runs, {AT_ONCE} at a time: {time.monotonic() - started:.0f} s in all; "
+        + ", ".join(f"{run.script} {run.seconds:.0f} s" for run in runs.values())
+    )
+    yield runs
+
+
+def test_every_bench_script_has_a_smoke_run():
+    assert sorted(FIGURES) == sorted(path.name for path in (REPO / "bench").glob("*.py"))
+    assert sorted(ORDER) == sorted(FIGURES)
+
+
+@pytest.mark.parametrize("script", ORDER)
+def test_bench_script_prints_its_figures_in_smoke_mode(smoke_runs: dict[str, SmokeRun], script: str):
+    run = smoke_runs[script]
+    assert run.returncode == 0, f"bench/{script} --smoke exited {run.returncode}:\n{run.tails()}"
+    lines = run.stdout.splitlines()
+    for pattern, count in FIGURES[script]:
+        matches = [match for line in lines if (match := re.search(pattern, line))]
+        assert len(matches) >= count, (
+            f"bench/{script} --smoke printed {len(matches)} line(s) like {pattern!r}, expected "
+            f"{count}:\n{run.tails()}"
+        )
+        for match in matches:
+            assert all(math.isfinite(float(group)) for group in match.groups()), match.group(0)

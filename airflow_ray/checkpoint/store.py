@@ -209,10 +209,19 @@ class CheckpointStore:
         if isinstance(err, ClientError):
             code = str(err.response.get("Error", {}).get("Code", ""))
             status = err.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
-            if code in ("404", "NoSuchBucket") or (status == 404 and "Bucket" in err.operation_name):
+            missing = code in ("404", "NoSuchKey", "NoSuchBucket") or status == 404
+            # HeadObject's 404 has no body, so its code is "404" whether the key or the bucket
+            # is missing: only a bucket call or NoSuchBucket says the bucket is gone.
+            if code == "NoSuchBucket" or (missing and "Bucket" in err.operation_name):
                 return RayCheckpointError(
                     f"The S3 bucket does not exist: {where}. Create the bucket, or point "
                     f"checkpoint_bucket at one that exists."
+                )
+            if missing:
+                return RayCheckpointError(
+                    f"An object is missing ({err.operation_name} answered {code or status}) "
+                    f"while {action} {where}: it was deleted, or expired by a lifecycle rule. "
+                    f"Clear the producing task to compute and checkpoint it again."
                 )
             if status == 403 or code in (
                 "403",

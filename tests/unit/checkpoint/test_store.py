@@ -68,6 +68,8 @@ def error(code: str, status: int, operation: str = "HeadBucket") -> ClientError:
     [
         (error("404", 404), "The S3 bucket does not exist: bucket 'b' of AWS connection 'aws_x'"),
         (error("NoSuchBucket", 404, "PutObject"), "The S3 bucket does not exist"),
+        (error("404", 404, "HeadObject"), "An object is missing (HeadObject answered 404) while checking"),
+        (error("NoSuchKey", 404, "GetObject"), "Clear the producing task"),
         (error("403", 403), "S3 refused access (403) while checking bucket 'b' of AWS connection 'aws_x'"),
         (error("SignatureDoesNotMatch", 403, "PutObject"), "check the connection's access key id"),
         (EndpointConnectionError(endpoint_url="http://127.0.0.1:1"), "Could not reach the S3 endpoint"),

@@ -91,12 +91,6 @@ def test_a_checkpoint_that_does_not_match_its_manifest_is_refused(s3):
     assert cluster.pins == {}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="CheckpointStore.error reads HeadObject's 404 for a missing data file as 'The S3 bucket "
-    "does not exist' (code '404' is taken for NoSuchBucket): the bucket exists, the file is gone, "
-    "and the message names neither the file nor the action",
-)
 def test_an_unreadable_checkpoint_names_the_uri_bucket_and_connection(s3):
     made = producer()
     (manifest,) = s3.write([(made, {"a": 1})])

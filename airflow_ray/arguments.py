@@ -63,3 +63,28 @@ def flag(name: str, value: Any) -> bool:
     if text in ("false", "0", "no", "off", "", "none"):
         return False
     raise RayConfigurationError(f"{name}={value!r} is not a boolean; pass True or False.")
+
+
+def conn_ids(value: Any, what: str = "airflow_conn_ids") -> list[str]:
+    """Connection ids that may arrive templated: a list, or text of ids separated by commas.
+
+    Empty ids are left out, so that a template may render to nothing, e.g.
+    ``"{{ params.aws_conn_id if params.path.startswith('s3://') else '' }}"``.
+    """
+    if value is None:
+        return []
+    items = value.split(",") if isinstance(value, str) else value
+    if not isinstance(items, (list, tuple, set, frozenset)):
+        raise RayConfigurationError(
+            f"{what} must be a list of Airflow connection ids, got {type(value).__name__}: {value!r}."
+        )
+    ids: list[str] = []
+    for item in items:
+        if not isinstance(item, str):
+            raise RayConfigurationError(
+                f"{what} must hold connection ids as text, got {type(item).__name__}: {item!r} "
+                f"(in {value!r})."
+            )
+        if item.strip() and item.strip() not in ids:
+            ids.append(item.strip())
+    return ids

@@ -38,6 +38,11 @@ class HiggsFormatError(ValueError):
     """The data read is not in the HIGGS format (no header; label, then 28 features)."""
 
 
+# The AWS connection that the load task's hooks need, named only for an s3:// path (a task sees
+# only the Airflow connections it names in airflow_conn_ids).
+S3_CONNECTION = "{{ params.aws_conn_id if params.path.startswith('s3://') else '' }}"
+
+
 def data_params(rows: int) -> dict[str, Any]:
     """The DAG params that choose the rows: ``path``, ``rows`` and ``aws_conn_id`` (see load_higgs)."""
     from airflow.sdk import Param

@@ -15,7 +15,7 @@ from __future__ import annotations
 import pendulum
 from airflow.providers.standard.operators.python import ShortCircuitOperator
 from airflow.sdk import DAG, AssetAlias, Param
-from higgs_data import data_params, load_higgs, split_higgs
+from higgs_data import S3_CONNECTION, data_params, load_higgs, split_higgs
 from higgs_model import checkpoint_configured, evaluate_model, train_model
 
 from airflow_ray import RayCheckpointOperator, RayPythonOperator
@@ -43,6 +43,7 @@ with DAG(
             "rows": "{{ params.rows }}",
             "aws_conn_id": "{{ params.aws_conn_id }}",
         },
+        airflow_conn_ids=[S3_CONNECTION],
         lineage_inputs="{{ params.path }}",  # the file read, for OpenLineage (none when generated)
     )
     split = RayPythonOperator(

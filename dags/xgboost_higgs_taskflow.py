@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 import pendulum
 from airflow.sdk import Param, dag, task
-from higgs_data import data_params, load_higgs, split_higgs
+from higgs_data import S3_CONNECTION, data_params, load_higgs, split_higgs
 from higgs_model import checkpoint_configured, evaluate_model, train_model
 
 from airflow_ray import RayCheckpointOperator
@@ -35,7 +35,7 @@ if TYPE_CHECKING:
     tags=["ray", "xgboost", "example"],
 )
 def xgboost_higgs_taskflow():
-    @task.ray
+    @task.ray(airflow_conn_ids=[S3_CONNECTION])
     def load(path: str, rows: int, aws_conn_id: str) -> pa.Table:
         return load_higgs(path, rows, aws_conn_id=aws_conn_id)
 

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 import pendulum
 from airflow.sdk import DAG, Param
-from higgs_data import data_params, load_higgs, split_higgs
+from higgs_data import S3_CONNECTION, data_params, load_higgs, split_higgs
 from higgs_model import evaluate_model, tune_model
 
 from airflow_ray import RayPythonOperator
@@ -51,6 +51,7 @@ with DAG(
             "rows": "{{ params.rows }}",
             "aws_conn_id": "{{ params.aws_conn_id }}",
         },
+        airflow_conn_ids=[S3_CONNECTION],
     )
     split = RayPythonOperator(
         task_id="split",

@@ -112,6 +112,7 @@ def run(request: Request, out: _Writer) -> None:
             args["split"],
             request["owner"].get("orphan_timeout"),
             args.get("requires"),
+            args.get("environ"),
         )
     )
 

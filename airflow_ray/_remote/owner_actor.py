@@ -96,6 +96,7 @@ class OwnerActor:
         split_dict: bool,
         orphan_timeout: float | None = None,
         requires: list[tuple[str, str]] | None = None,
+        environ: dict[str, str] | None = None,
     ) -> str:
         """Start ``fn`` as a Ray task and return the call id to poll.
 
@@ -110,6 +111,7 @@ class OwnerActor:
         :param orphan_timeout: stop the task when nobody polled it for this many seconds (its
             Airflow worker died and no retry came back for it).
         :param requires: ``(package, what needs it)`` that the task checks before the callable.
+        :param environ: environment variables the task sets only while the callable runs.
         :raises LookupError: naming the pin keys that are not held here.
         """
         import ray
@@ -126,7 +128,13 @@ class OwnerActor:
             self._run = ray.remote(run_streaming)
         remote = self._run.options(**{"max_retries": 0, **options}, num_returns="streaming")
         generator = remote.remote(
-            fn, args, kwargs, split_dict, *refs, requires=tuple(tuple(r) for r in requires or ())
+            fn,
+            args,
+            kwargs,
+            split_dict,
+            *refs,
+            requires=tuple(tuple(r) for r in requires or ()),
+            environ=environ or {},
         )
         self._next_id += 1
         call_id = f"{self._next_id}-{time.time_ns()}"

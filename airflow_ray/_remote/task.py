@@ -21,7 +21,9 @@ import asyncio
 import importlib.util
 import inspect
 import io
+import json
 import logging
+import os
 import pickle
 import queue
 import sys
@@ -110,6 +112,50 @@ def _drain(sink: queue.SimpleQueue[str], wait: float) -> str:
     except queue.Empty:
         pass
     return "".join(parts)
+
+
+# Keys of a connection's extra whose values Airflow's log masker hides too.
+_SENSITIVE = ("password", "passwd", "secret", "token", "private_key", "api_key", "apikey", "authorization")
+
+
+def connection_secrets(environ: dict[str, str]) -> list[str]:
+    """The secrets of the connections in ``environ`` (``AIRFLOW_CONN_<ID>`` as JSON): passwords
+    and sensitive values of their extras, longest first."""
+    found: set[str] = set()
+
+    def collect(node: Any, sensitive: bool) -> None:
+        if isinstance(node, dict):
+            for key, value in node.items():
+                collect(value, sensitive or any(word in str(key).lower() for word in _SENSITIVE))
+        elif isinstance(node, list):
+            for value in node:
+                collect(value, sensitive)
+        elif sensitive and isinstance(node, str) and len(node) >= 4:
+            found.add(node)
+
+    for name, value in environ.items():
+        if not name.startswith("AIRFLOW_CONN_"):
+            continue
+        try:
+            document = json.loads(value)
+        except ValueError:
+            continue
+        if isinstance(document, dict):
+            extra = document.get("extra")
+            if isinstance(extra, str):
+                try:
+                    extra = json.loads(extra)
+                except ValueError:
+                    extra = {}
+            collect({"password": document.get("password"), "extra": extra}, False)
+    return sorted(found, key=len, reverse=True)
+
+
+def masked(text: str, secrets: list[str]) -> str:
+    """``text`` with each of ``secrets`` replaced by ``***``, as Airflow masks its task logs."""
+    for secret in secrets:
+        text = text.replace(secret, "***")
+    return text
 
 
 def _dumps(value: Any) -> bytes:
@@ -227,11 +273,14 @@ def run_streaming(
     split_dict: bool = False,
     *inputs: Any,
     requires: tuple[tuple[str, str], ...] = (),
+    environ: dict[str, str] | None = None,
 ) -> Iterator[Any]:
     """Run ``fn(*args, **kwargs)`` and stream its output; the Ray task body.
 
     :param requires: ``(package, what needs it)`` pairs checked before the callable runs: a
         missing package fails the task at once instead of after the callable's work.
+    :param environ: environment variables set only while the callable runs (the Airflow
+        connections its task names); what they were before is put back after it.
     """
     lacking = missing_packages([package for package, _ in requires])
     if lacking:
@@ -247,6 +296,8 @@ def run_streaming(
         ).to_wire()
         return
     yield Output("").to_wire()  # tells the caller that the task has a worker and runs
+    # What the callable prints never carries the secrets of the connections it was given.
+    secrets = connection_secrets(environ or {})
     if inputs:
         args, kwargs = fill_slots(args, inputs), fill_slots(kwargs, inputs)
     wake = threading.Event()
@@ -274,6 +325,8 @@ def run_streaming(
     root = logging.getLogger()
     saved_level = root.level
     handler = _QueueLogHandler(sink)
+    saved_environ = {name: os.environ.get(name) for name in environ or {}}
+    os.environ.update(environ or {})
     sys.stdout = _StreamTee(saved_stdout, sink)
     sys.stderr = _StreamTee(saved_stderr, sink)
     root.addHandler(handler)
@@ -291,19 +344,25 @@ def run_streaming(
             wake.clear()
             text = _drain(sink, 0)
             while text:
-                yield Output(text).to_wire()
+                yield Output(masked(text, secrets)).to_wire()
                 text = _drain(sink, 0)
     finally:
         sys.stdout, sys.stderr = saved_stdout, saved_stderr
         root.removeHandler(handler)
         root.setLevel(saved_level)
+        for name, before in saved_environ.items():
+            if before is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = before
     text = _drain(sink, 0)
     while text:
-        yield Output(text).to_wire()
+        yield Output(masked(text, secrets)).to_wire()
         text = _drain(sink, 0)
     if "error" in outcome:
         error = outcome["error"]
-        yield Failure(pickle_exception(error), outcome["traceback"], _type_name(error)).to_wire()
+        shown = masked(outcome["traceback"], secrets)
+        yield Failure(pickle_exception(error), shown, _type_name(error)).to_wire()
         return
     value = outcome["value"]
     split = split_dict and isinstance(value, dict) and all(isinstance(key, str) for key in value)

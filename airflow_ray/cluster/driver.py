@@ -134,6 +134,7 @@ class DriverTransport(OwnedResults):
                         spec.split,
                         config.orphan_timeout(),
                         spec.requires,
+                        spec.environ,
                     )
                 )
         except (TypeError, ValueError, pickle.PicklingError) as err:

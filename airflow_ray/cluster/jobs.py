@@ -313,6 +313,7 @@ class JobsTransport(OwnedResults):
             "producer": None if spec.pin is None else spec.pin.to_wire(),
             "split": spec.split,
             "requires": spec.requires,
+            "environ": spec.environ,
             "demand": spec.resources.demand(),
             "max_bytes": config.jobs_inline_max_bytes(),
             "small_bytes": spec.small_bytes,

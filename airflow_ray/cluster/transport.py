@@ -55,6 +55,9 @@ class TaskSpec:
     requires: list[tuple[str, str]] = field(default_factory=list)
     # Pinned results up to this size may travel back with the answer (Transport.small_results).
     small_bytes: int = 0
+    # Environment variables set only while the callable runs: the Airflow connections it names
+    # (secrets: never logged, shown or put in a runtime_env).
+    environ: dict[str, str] = field(default_factory=dict, repr=False)
 
 
 @dataclass(frozen=True)

@@ -49,7 +49,7 @@ def ray_task(
 
     Takes the arguments of :class:`~airflow_ray.operators.ray.RayPythonOperator`
     (``num_cpus``, ``num_gpus``, ``memory``, ``resources``, ``runtime_env``, ``ray_remote_args``,
-    ``ray_conn_id``) and any operator argument.
+    ``ray_conn_id``, ``airflow_conn_ids`` ...) and any operator argument.
 
     .. code-block:: python
 

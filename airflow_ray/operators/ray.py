@@ -96,6 +96,11 @@ class RayPythonOperator(RayTaskRunner, PythonOperator):
     :param checkpoint_prefix: its key prefix (templated; default ``[ray] checkpoint_prefix``).
         Each checkpoint written is an asset event of every ``AssetAlias`` in ``outlets``, with
         its manifest as the event's extra.
+    :param airflow_conn_ids: Airflow connections the callable's hooks use (templated; a list,
+        or ids separated by commas; empty ones are left out). They are read here, through
+        Airflow's secrets backends, environment and metadata DB, travel with the task's request
+        and are visible to the Ray task only while its callable runs (as ``AIRFLOW_CONN_<ID>``).
+        Connections a task does not name are not visible in the cluster.
     :param lineage_inputs: paths or URIs the callable reads (templated; empty ones are left
         out), reported as its input datasets when the OpenLineage provider is installed, beside
         the checkpoint files it writes as outputs.
@@ -123,6 +128,7 @@ class RayPythonOperator(RayTaskRunner, PythonOperator):
         "checkpoint_bucket",
         "checkpoint_prefix",
         "lineage_inputs",
+        "airflow_conn_ids",
     )
     template_fields_renderers = {
         **PythonOperator.template_fields_renderers,
@@ -154,6 +160,7 @@ class RayPythonOperator(RayTaskRunner, PythonOperator):
         checkpoint_prefix: str | None = None,
         checkpoint_source: str | None = None,
         lineage_inputs: str | Sequence[str] | None = None,
+        airflow_conn_ids: str | Sequence[str] | None = None,
         deferrable: bool | None = None,
         poll_interval: float = 1.0,
         **kwargs: Any,
@@ -178,6 +185,7 @@ class RayPythonOperator(RayTaskRunner, PythonOperator):
         self.checkpoint_bucket = checkpoint_bucket
         self.checkpoint_prefix = checkpoint_prefix
         self.lineage_inputs = lineage_inputs
+        self.airflow_conn_ids = airflow_conn_ids
         self._checkpoint_uris: list[str] = []
         self.deferrable = _default_deferrable() if deferrable is None else deferrable
         self.poll_interval = poll_interval
@@ -288,6 +296,7 @@ class RayPythonOperator(RayTaskRunner, PythonOperator):
         from airflow_ray.arguments import json_object
         from airflow_ray.cluster.resources import TaskResources
         from airflow_ray.cluster.transport import TaskSpec
+        from airflow_ray.operators.connections import shipped_connections
         from airflow_ray.results.handover import hand_over
 
         resources = TaskResources.from_arguments(
@@ -306,6 +315,7 @@ class RayPythonOperator(RayTaskRunner, PythonOperator):
             remote_args=json_object(self.ray_remote_args, "ray_remote_args"),
             inputs=inputs,
             split=bool(getattr(self, "multiple_outputs", False)),
+            environ=shipped_connections(self.airflow_conn_ids, self.ray_task_name),
         )
 
     def _keeps_result(self) -> bool:

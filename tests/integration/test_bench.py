@@ -32,6 +32,14 @@ FIGURES: dict[str, list[tuple[str, int]]] = {
     "checkpoint.py": [
         (rf"^(?:numpy|arrow) +1MB +{NUMBER} \|.*? {NUMBER}x .*? {NUMBER}x \|.*? {NUMBER}x .*? {NUMBER}x$", 2),
     ],
+    "connections.py": [
+        (
+            rf"^  (?:first read in a fresh process|read on the worker.*?|task body without connections) +{NUMBER} ms",
+            4,
+        ),
+        (rf"^  task body with them +{NUMBER} ms +{NUMBER}x$", 1),
+        (rf"^  overhead per task +{NUMBER} ms$", 1),
+    ],
     "handoff.py": [
         # the backends that carry both kinds, and a pandas DataFrame through every backend
         (rf"^(?:a: RayXComBackend|d: floor \(one driver\)) +numpy +1 +{NUMBER} +{NUMBER}x +{NUMBER}x ", 2),
@@ -57,7 +65,15 @@ FIGURES: dict[str, list[tuple[str, int]]] = {
     ],
 }
 # Longest first, so that the last one to start is a short one.
-ORDER = ["handoff.py", "transport.py", "xgboost_train.py", "overhead.py", "retention.py", "checkpoint.py"]
+ORDER = [
+    "handoff.py",
+    "transport.py",
+    "xgboost_train.py",
+    "overhead.py",
+    "retention.py",
+    "checkpoint.py",
+    "connections.py",
+]
 AT_ONCE = 3
 TIMEOUT_S = 300
 

@@ -1,7 +1,7 @@
 # Two commands on a fresh machine (Python 3.11 and make):
 #   make example   run the main job: the XGBoost HIGGS DAG end to end on the embedded Ray cluster,
 #                  its model checkpointed to a local S3 server
-#   make test      lint, type-check and run every test
+#   make test      lint, type-check and run every test (unit, then integration), timing each phase
 # Both build the environment in .venv first (pinned by requirements/lock.txt).
 
 VENV := .venv
@@ -45,8 +45,18 @@ lint: venv
 typing: venv
 	$(BIN)/mypy
 
-test: lint typing ray-only-venv
-	$(BIN)/pytest
+# Each phase of `make test` says how long it took, passed or failed, so that CI logs show where
+# the time goes; the integration run also lists its 25 slowest tests.
+phase = start=$$(date +%s); $(2); rc=$$?; \
+	echo "make test: $(1) took $$(( $$(date +%s) - start )) s$$([ $$rc -eq 0 ] || echo ' and FAILED')"; \
+	exit $$rc
+
+test:
+	@$(call phase,build,$(MAKE) --no-print-directory venv ray-only-venv)
+	@$(call phase,lint,$(MAKE) --no-print-directory lint)
+	@$(call phase,types,$(MAKE) --no-print-directory typing)
+	@$(call phase,unit,$(BIN)/pytest tests/unit)
+	@$(call phase,integration,$(BIN)/pytest tests/integration --durations=25)
 
 # The sdist and the wheel in dist/ (the wheel built from the sdist), checked as PyPI would.
 dist: venv

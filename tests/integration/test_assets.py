@@ -8,7 +8,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,6 +22,7 @@ from scripts.local_s3 import Bucket, S3Server
 from tests.integration.conftest import use_checkpoint_bucket
 from tests.integration.dagrun import run_dag, task_states, xcom_row
 from tests.integration.test_deployment import Deployment, deployment
+from tests.integration.waiting import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -154,6 +154,12 @@ def model_bucket(rclone_s3: S3Server) -> Iterator[Bucket]:
 
 
 @pytest.fixture(scope="module")
+def deploy_dag_files() -> list[Path]:
+    """The deployment parses the repository's DAGs: xgboost_higgs, deploy_higgs_model and their helpers."""
+    return sorted((Path(__file__).resolve().parents[2] / "dags").glob("*.py"))
+
+
+@pytest.fixture(scope="module")
 def checkpointing_deployment(model_bucket: Bucket, deployment: Deployment) -> Deployment:
     """The real deployment (scheduler, DAG processor, API server, triggerer) with that bucket."""
     assert deployment.env["AIRFLOW__RAY__CHECKPOINT_BUCKET"] == model_bucket.name
@@ -171,11 +177,12 @@ def test_a_checkpointed_model_is_deployed_by_the_dag_scheduled_on_its_asset(
     assert state == "success", {k: ti["state"] for k, ti in tis.items()}
 
     # The checkpoint's asset event schedules a run of deploy_higgs_model.
-    deadline = time.monotonic() + 120
-    while not (runs := deployment.call("GET", "/api/v2/dags/deploy_higgs_model/dagRuns")["dag_runs"]):
-        assert time.monotonic() < deadline, f"deploy_higgs_model was not scheduled: {deployment.logs()}"
-        time.sleep(1)
-    [run] = runs
+    [run] = wait_until(
+        lambda: deployment.call("GET", "/api/v2/dags/deploy_higgs_model/dagRuns")["dag_runs"],
+        300,
+        lambda: f"deploy_higgs_model was not scheduled: {deployment.logs()}",
+        every=1,
+    )
     assert run["run_type"] == "asset_triggered"
     state = deployment.wait_for_run("deploy_higgs_model", run["dag_run_id"], timeout=180)
     log = deployment.task_log("deploy_higgs_model", run["dag_run_id"], "deploy")

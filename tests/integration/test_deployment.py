@@ -8,6 +8,8 @@ process, a task marked failed from the REST API while it is deferred.
 
 from __future__ import annotations
 
+import functools
+import itertools
 import json
 import os
 import shutil
@@ -23,6 +25,7 @@ import pytest
 
 from scripts.ports import free_port
 from tests.integration.airflow_processes import AirflowApiServer, AirflowProcess
+from tests.integration.waiting import wait_until, wait_until_still
 
 pytestmark = pytest.mark.integration
 
@@ -46,15 +49,16 @@ class Deployment:
         with urllib.request.urlopen(request, timeout=30) as answer:
             return json.load(answer)
 
-    def wait_for_dag(self, dag_id: str, timeout: float = 120) -> None:
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                self.call("GET", f"/api/v2/dags/{dag_id}")
-                return
-            except OSError:
-                assert time.monotonic() < deadline, f"DAG {dag_id} was not parsed within {timeout} s"
-                time.sleep(1)
+    def exists(self, path: str) -> bool:
+        """Whether the REST API answers ``GET path`` (it answers 404 for what is not there yet)."""
+        try:
+            self.call("GET", path)
+        except OSError:
+            return False
+        return True
+
+    def wait_for_dag(self, dag_id: str, timeout: float = 300) -> None:
+        wait_until(lambda: self.exists(f"/api/v2/dags/{dag_id}"), timeout, f"DAG {dag_id} parsed", every=1)
 
     def trigger(self, dag_id: str, conf: dict[str, Any] | None = None) -> str:
         self.wait_for_dag(dag_id)
@@ -77,6 +81,17 @@ class Deployment:
             time.sleep(1)
         raise AssertionError(f"run {run_id} of {dag_id} did not end within {timeout} s: {self.logs()}")
 
+    def ray_job(self, dag_id: str, run_id: str, task_id: str) -> dict[str, Any]:
+        """The Ray job of a task, as the dashboard its "Ray job" link points at describes it."""
+        links = self.call("GET", f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/links")
+        dashboard, _, job_id = links["extra_links"]["Ray job"].partition("/#/jobs/")
+        token = (self.home / "ray" / "auth_token").read_text().strip()
+        request = urllib.request.Request(
+            f"{dashboard}/api/jobs/{job_id}", headers={"Authorization": f"Bearer {token}"}
+        )
+        with urllib.request.urlopen(request, timeout=30) as answer:
+            return dict(json.load(answer))
+
     def task_log(self, dag_id: str, run_id: str, task_id: str) -> str:
         folder = self.home / "logs" / f"dag_id={dag_id}" / f"run_id={run_id}" / f"task_id={task_id}"
         return "\n".join(p.read_text(errors="replace") for p in sorted(folder.rglob("*")) if p.is_file())
@@ -89,15 +104,29 @@ class Deployment:
 
 
 @pytest.fixture(scope="module")
-def deployment(ray_cluster, airflow_home: Path, postgres_metadata_db: str) -> Iterator[Deployment]:
-    for dag_file in DAG_FILES.glob("*.py"):
-        shutil.copy(dag_file, airflow_home / "dags" / dag_file.name)
+def deploy_dag_files() -> list[Path]:
+    """What the deployment's DAG processor parses (a module that uses the deployment may say otherwise)."""
+    return sorted(DAG_FILES.glob("*.py"))
+
+
+@pytest.fixture(scope="module")
+def deployment(
+    ray_cluster,
+    airflow_home: Path,
+    postgres_metadata_db: str,
+    deploy_dag_files: list[Path],
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[Deployment]:
+    dags = tmp_path_factory.mktemp("deploy-dags")  # the module's own DAGs folder: nothing else parses it
+    for dag_file in deploy_dag_files:
+        shutil.copy(dag_file, dags / dag_file.name)
     port = free_port()
     env = os.environ.copy()
     env.update(
         {
             # A migrated PostgreSQL metadata DB of this module's own, as Airflow is deployed.
             "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": postgres_metadata_db,
+            "AIRFLOW__CORE__DAGS_FOLDER": str(dags),
             "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
             # One task slot: a deferred task must give it back for the next one to run.
             "AIRFLOW__CORE__PARALLELISM": "1",
@@ -126,40 +155,38 @@ def deployment(ray_cluster, airflow_home: Path, postgres_metadata_db: str) -> It
 
 
 def test_deferred_tasks_free_the_only_slot(deployment: Deployment):
-    started = time.monotonic()
     run_id = deployment.trigger("jobs_deferred")
-    state = deployment.wait_for_run("jobs_deferred", run_id, timeout=240)
-    elapsed = time.monotonic() - started
+    state = deployment.wait_for_run("jobs_deferred", run_id, timeout=300)
     tis = deployment.task_instances("jobs_deferred", run_id)
     assert state == "success", {k: ti["state"] for k, ti in tis.items()}
-    # Three 20-second Ray tasks through one worker slot: they overlapped while deferred.
-    assert elapsed < 3 * 20, f"took {elapsed:.0f} s: the slot was not freed"
-    windows = [(ti["start_date"], ti["end_date"]) for ti in tis.values()]
-    print(f"three deferred 20 s tasks took {elapsed:.1f} s, windows {windows}")
     for i in range(3):
         log = deployment.task_log("jobs_deferred", run_id, f"wait_{i}")
         assert f"task {i} second 19" in log, log[-3000:]
     # The task page's "Ray job" link, as the UI asks for it, points at the job in the dashboard.
-    links = deployment.call("GET", f"/api/v2/dags/jobs_deferred/dagRuns/{run_id}/taskInstances/wait_0/links")
-    link = links["extra_links"]["Ray job"]
-    dashboard, _, job_id = link.partition("/#/jobs/")
-    token = (deployment.home / "ray" / "auth_token").read_text().strip()
-    request = urllib.request.Request(
-        f"{dashboard}/api/jobs/{job_id}", headers={"Authorization": f"Bearer {token}"}
-    )
-    with urllib.request.urlopen(request, timeout=10) as answer:
-        assert json.load(answer)["status"] == "SUCCEEDED"
+    jobs = [deployment.ray_job("jobs_deferred", run_id, f"wait_{i}") for i in range(3)]
+    assert [job["status"] for job in jobs] == ["SUCCEEDED"] * 3, jobs
+    # Three 20-second Ray jobs through one worker slot: each was submitted while the one before
+    # still ran, which only a deferred task that gave its slot back allows.
+    windows = sorted((job["start_time"], job["end_time"]) for job in jobs)
+    print(f"three deferred 20 s tasks: Ray job windows (ms) {windows}")
+    for (_, earlier_end), (later_start, _) in itertools.pairwise(windows):
+        assert later_start < earlier_end, f"a job started only after the one before it ended: {windows}"
 
 
 def test_a_killed_task_process_reconnects_to_its_ray_work(deployment: Deployment, tmp_path: Path):
     for dag_id in ("reconnect_jobs", "reconnect_driver"):
         marker = tmp_path / f"{dag_id}.marker"
         run_id = deployment.trigger(dag_id, {"marker": str(marker), "seconds": 15})
-        deadline = time.monotonic() + 120
-        while not (marker.exists() and "start" in marker.read_text()):
-            assert time.monotonic() < deadline, f"{dag_id} never started: {deployment.logs()}"
-            time.sleep(0.5)
-        time.sleep(2)  # the id is stored before following: it is there by now
+        stored = f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances/work/state-store/airflow_ray_call"
+
+        def running(marker: Path = marker, stored: str = stored) -> bool:
+            # The callable runs, and the try has stored its Ray work's id: killed now, the retry
+            # reconnects to that work.
+            return marker.exists() and "start" in marker.read_text() and deployment.exists(stored)
+
+        wait_until(
+            running, 180, functools.partial(lambda name: f"{name} never started: {deployment.logs()}", dag_id)
+        )
         pid = deployment.task_instances(dag_id, run_id)["work"]["pid"]
         assert pid, deployment.task_instances(dag_id, run_id)["work"]
         os.kill(int(pid), signal.SIGKILL)
@@ -177,22 +204,23 @@ def test_a_killed_task_process_reconnects_to_its_ray_work(deployment: Deployment
 def test_marking_a_deferred_task_failed_stops_its_ray_job(deployment: Deployment, tmp_path: Path):
     marker = tmp_path / "killed.marker"
     run_id = deployment.trigger("jobs_killed", {"marker": str(marker)})
-    deadline = time.monotonic() + 120
-    while not (marker.exists() and len(marker.read_text().split()) >= 3):
-        assert time.monotonic() < deadline, f"the Ray task never ran: {deployment.logs()}"
-        time.sleep(0.5)
+    wait_until(
+        lambda: marker.exists() and len(marker.read_text().split()) >= 3,
+        180,
+        lambda: f"the Ray task never ran: {deployment.logs()}",
+    )
     assert deployment.task_instances("jobs_killed", run_id)["long_work"]["state"] == "deferred"
     deployment.call(
         "PATCH",
         f"/api/v2/dags/jobs_killed/dagRuns/{run_id}/taskInstances/long_work",
         {"new_state": "failed"},
     )
-    # The triggerer's on_kill stops the job; the callable writes one line a second until then.
-    time.sleep(15)
-    written = len(marker.read_text().split())
-    time.sleep(5)
-    assert len(marker.read_text().split()) == written, "the Ray task went on after the task was failed"
-    assert written < 60
+    # The triggerer's on_kill stops the job; the callable writes one line a second until then,
+    # for 120 s if nothing stops it.
+    written = wait_until_still(
+        lambda: len(marker.read_text().split()), quiet=5, timeout=90, what="the Ray task's lines"
+    )
+    assert written < 120, "the Ray task went on to its end after the task was failed"
 
 
 def test_a_deferred_job_stopped_from_outside_fails_its_try_saying_so_and_the_retry_submits_anew(
@@ -200,10 +228,11 @@ def test_a_deferred_job_stopped_from_outside_fails_its_try_saying_so_and_the_ret
 ):
     marker = tmp_path / "stopped.marker"
     run_id = deployment.trigger("jobs_stopped", {"marker": str(marker)})
-    deadline = time.monotonic() + 120
-    while not (marker.exists() and len(marker.read_text().split()) >= 3):
-        assert time.monotonic() < deadline, f"the Ray task never ran: {deployment.logs()}"
-        time.sleep(0.5)
+    wait_until(
+        lambda: marker.exists() and len(marker.read_text().split()) >= 3,
+        180,
+        lambda: f"the Ray task never ran: {deployment.logs()}",
+    )
     assert deployment.task_instances("jobs_stopped", run_id)["long_work"]["state"] == "deferred"
     # Stopped as the dashboard's Stop button does: POST /api/jobs/<id>/stop.
     links = deployment.call(
@@ -235,17 +264,16 @@ def test_a_deferred_task_past_its_execution_timeout_fails_and_its_ray_job_stops(
     deployment: Deployment, tmp_path: Path
 ):
     marker = tmp_path / "timeout.marker"
-    started = time.monotonic()
     run_id = deployment.trigger("jobs_timeout", {"marker": str(marker)})
-    state = deployment.wait_for_run("jobs_timeout", run_id, timeout=150)
+    # The timeout is 15 s; the scheduler looks for timed-out triggers every 15 s or so. The
+    # callable writes one line a second, for 120 s if nothing stops it.
+    state = deployment.wait_for_run("jobs_timeout", run_id, timeout=300)
     assert state == "failed"
     assert deployment.task_instances("jobs_timeout", run_id)["long_work"]["state"] == "failed"
-    time.sleep(5)
-    written = len(marker.read_text().split())
-    time.sleep(5)
-    assert len(marker.read_text().split()) == written, "the Ray task went on after the timeout"
-    # The timeout is 15 s; the scheduler looks for timed-out triggers every 15 s or so.
-    assert written < 60 and time.monotonic() - started < 120
+    written = wait_until_still(
+        lambda: len(marker.read_text().split()), quiet=5, timeout=90, what="the Ray task's lines"
+    )
+    assert written < 120, "the Ray task went on to its end after the timeout"
     log = deployment.task_log("jobs_timeout", run_id, "long_work")
     assert "its deferral failed" in log, log[-3000:]
 
@@ -256,10 +284,11 @@ def test_a_second_copy_started_by_a_retry_is_the_only_result_anyone_reads(
     marker = tmp_path / "orphan_retry.marker"
     seconds = 12
     run_id = deployment.trigger("orphan_retry", {"marker": str(marker), "seconds": seconds})
-    deadline = time.monotonic() + 120
-    while not (marker.exists() and "tick 1" in marker.read_text()):
-        assert time.monotonic() < deadline, f"orphan_retry never started: {deployment.logs()}"
-        time.sleep(0.5)
+    wait_until(
+        lambda: marker.exists() and "tick 1" in marker.read_text(),
+        180,
+        lambda: f"orphan_retry never started: {deployment.logs()}",
+    )
     pid = deployment.task_instances("orphan_retry", run_id)["produce"]["pid"]
     os.kill(int(pid), signal.SIGKILL)
     state = deployment.wait_for_run("orphan_retry", run_id, timeout=240)

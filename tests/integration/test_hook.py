@@ -21,6 +21,11 @@ from scripts.ports import free_port
 
 pytestmark = pytest.mark.integration
 
+# A failure that is named "at once" comes from the server's first answer; one that is not waits
+# for the whole connect timeout. With a long timeout the two stay apart however loaded the machine.
+SLOW = 300
+FAST = 60
+
 
 @contextmanager
 def connection(conn_id: str, **fields) -> Iterator[None]:
@@ -67,8 +72,8 @@ def test_wrong_token_fails_fast_and_says_so(ray_cluster):
     with connection("ray_badtoken", host=head.gcs_address, password="not-the-token"):
         started = time.monotonic()
         with pytest.raises(RayConnectionError) as info:
-            RayHook("ray_badtoken").get_conn()
-    assert time.monotonic() - started < 10
+            RayHook("ray_badtoken", connect_timeout=SLOW).get_conn()
+    assert time.monotonic() - started < FAST
     message = str(info.value)
     assert "'ray_badtoken'" in message and head.gcs_address in message
     assert "token" in message and "password field" in message
@@ -79,9 +84,9 @@ def test_unreachable_address_fails_fast_and_names_the_connection(ray_cluster):
     with connection("ray_down", host=f"127.0.0.1:{port}"):
         started = time.monotonic()
         with pytest.raises(RayConnectionError) as info:
-            RayHook("ray_down").get_conn()
-        ok, message = RayHook("ray_down").test_connection()
-    assert time.monotonic() - started < 5
+            RayHook("ray_down", connect_timeout=SLOW).get_conn()
+        ok, message = RayHook("ray_down", connect_timeout=SLOW).test_connection()
+    assert time.monotonic() - started < FAST
     assert f"connection 'ray_down' (address 127.0.0.1:{port})" in str(info.value)
     assert "nothing answers" in str(info.value) and "running" in str(info.value)
     assert not ok and "nothing answers" in message
@@ -118,7 +123,7 @@ def test_silent_service_is_bounded_by_the_connect_timeout(ray_cluster):
         for sock in accepted:
             sock.close()
         server.close()
-    assert elapsed < 8
+    assert elapsed < 25, elapsed  # bounded by its 4 s, not by the default 30 s
     assert f"127.0.0.1:{port}" in str(info.value) and "'ray_silent'" in str(info.value)
 
 
@@ -144,10 +149,10 @@ def test_ray_client_with_a_wrong_token_fails_fast_with_the_servers_reason(ray_cl
     with connection("ray_client_badtoken", host=head.client_address, password="not-the-token"):
         started = time.monotonic()
         with pytest.raises(RayConnectionError) as info:
-            RayHook("ray_client_badtoken").get_conn()
+            RayHook("ray_client_badtoken", connect_timeout=SLOW).get_conn()
         elapsed = time.monotonic() - started
-        ok, message = RayHook("ray_client_badtoken").test_connection()
-    assert elapsed < 10, elapsed  # was the whole connect timeout (30 s), then "did not finish"
+        ok, message = RayHook("ray_client_badtoken", connect_timeout=SLOW).test_connection()
+    assert elapsed < FAST, elapsed  # was the whole connect timeout, then "did not finish"
     assert str(info.value) == (
         f"The Ray Client server of connection 'ray_client_badtoken' (address {head.client_address}) "
         f"refused us: Invalid or missing authentication token (put the cluster's token "
@@ -163,9 +168,9 @@ def test_a_gcs_address_that_answers_http_fails_fast_and_says_so(ray_cluster):
     with connection("ray_at_dashboard", host=dashboard):
         started = time.monotonic()
         with pytest.raises(RayConnectionError) as info:
-            RayHook("ray_at_dashboard").get_conn()
+            RayHook("ray_at_dashboard", connect_timeout=SLOW).get_conn()
         elapsed = time.monotonic() - started
-    assert elapsed < 10, elapsed  # was the whole connect timeout (30 s), then "no answer"
+    assert elapsed < FAST, elapsed  # was the whole connect timeout, then "no answer"
     message = str(info.value)
     assert message.startswith(
         f"{dashboard} of connection 'ray_at_dashboard' (address {dashboard}) answers HTTP ('HTTP/1."
@@ -184,16 +189,16 @@ def test_ray_client_without_a_token_fails_fast_with_the_servers_reason(ray_clust
         "from airflow_ray.hooks.ray import RayHook\n"
         "started = time.monotonic()\n"
         "try:\n"
-        "    RayHook('ray_client_notoken').get_conn()\n"
+        f"    RayHook('ray_client_notoken', connect_timeout={SLOW}).get_conn()\n"
         "except Exception as err:\n"
         "    print('ERROR', round(time.monotonic() - started, 1), err)\n"
     )
     done = subprocess.run(
-        [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120
+        [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=SLOW + 60
     )
     (line,) = [line for line in done.stdout.splitlines() if line.startswith("ERROR ")]
     _, elapsed, message = line.split(" ", 2)
-    assert float(elapsed) < 10, line
+    assert float(elapsed) < FAST, line
     assert message.startswith(
         f"The Ray Client server of connection 'ray_client_notoken' (address {head.client_address}) "
         f"refused us: Invalid or missing authentication token"
@@ -211,7 +216,7 @@ def test_rays_driver_chatter_is_logged_at_its_level_not_written_to_stderr(ray_cl
     # Airflow's own logging, as in a task process (it configures itself when airflow is imported).
     script = "from airflow_ray.hooks.ray import RayHook\nRayHook('ray_chatty').get_conn()\n"
     done = subprocess.run(
-        [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120
+        [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=SLOW + 60
     )
     assert done.returncode == 0, done.stderr
     for chatter in ("SIGTERM handler", "Connecting to existing Ray cluster", "Connected to Ray cluster"):

@@ -26,10 +26,11 @@ DAG_FILES = Path(__file__).parent / "dag_files"
 
 
 @pytest.fixture(scope="module")
-def executor_env(ray_cluster, airflow_home, postgres_metadata_db):
+def executor_env(ray_cluster, airflow_home, postgres_metadata_db, tmp_path_factory):
     """An `airflow api-server` for the task processes, and the environment of a LocalExecutor run."""
+    dags = tmp_path_factory.mktemp("handoff-dags")  # this module's own DAGs folder
     for dag_file in DAG_FILES.glob("*.py"):
-        shutil.copy(dag_file, airflow_home / "dags" / dag_file.name)
+        shutil.copy(dag_file, dags / dag_file.name)
     port = free_port()
     env = os.environ.copy()
     env.update(
@@ -37,6 +38,7 @@ def executor_env(ray_cluster, airflow_home, postgres_metadata_db):
             # A migrated PostgreSQL metadata DB of this module's own, as Airflow is deployed; this
             # process's sessions (which judge the run) read it too.
             "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": postgres_metadata_db,
+            "AIRFLOW__CORE__DAGS_FOLDER": str(dags),
             "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
             "AIRFLOW__CORE__PARALLELISM": "4",
             # On two busy cores an execution API call can exceed the 5 s default and fail a task

@@ -13,6 +13,7 @@ from airflow.sdk import DAG, task
 
 from airflow_ray.operators.ray import RayPythonOperator
 from tests.integration.dagrun import run_dag, task_states, xcom
+from tests.integration.waiting import wait_until_still
 
 pytestmark = pytest.mark.integration
 
@@ -230,16 +231,22 @@ def test_unschedulable_request_fails_fast_with_a_clear_error(ray_cluster, capfd)
         RayPythonOperator(task_id="gpu", python_callable=assigned_resources, num_gpus=1)
     started = time.monotonic()
     dag_run = run_dag(dag)
-    assert time.monotonic() - started < 20
+    # Failed as soon as Ray said no node can run it; it would otherwise wait in Ray's queue for ever.
+    assert time.monotonic() - started < 120
     assert task_states(dag_run) == {"gpu": "failed"}
     out = capfd.readouterr().out
     assert "can run a task asking for CPU=1, GPU=1" in out
     assert "GPU=0" in out
 
 
-def sleep_then_mark(marker: str) -> None:
-    Path(marker + ".started").write_text("x")
-    time.sleep(8)
+TICKS = 80  # 20 s, well past the execution_timeout
+
+
+def tick_then_mark(marker: str) -> None:
+    for _ in range(TICKS):
+        with open(marker + ".ticks", "a") as out:
+            out.write("tick\n")
+        time.sleep(0.25)
     Path(marker + ".finished").write_text("x")
 
 
@@ -248,12 +255,18 @@ def test_execution_timeout_cancels_the_ray_task(ray_cluster, tmp_path):
     with DAG("t_timeout", schedule=None, start_date=START) as dag:
         RayPythonOperator(
             task_id="slow",
-            python_callable=sleep_then_mark,
+            python_callable=tick_then_mark,
             op_args=[marker],
-            execution_timeout=timedelta(seconds=3),
+            # Long enough for a worker to start on a loaded machine.
+            execution_timeout=timedelta(seconds=8),
         )
     dag_run = run_dag(dag)
     assert task_states(dag_run) == {"slow": "failed"}
-    assert Path(marker + ".started").exists()
-    time.sleep(8)
+    ticks = Path(marker + ".ticks")
+    assert ticks.exists()
+    # The Ray task stops ticking (cancelled) instead of ticking on to its end and marking it.
+    wait_until_still(
+        lambda: ticks.read_text().count("tick"), quiet=5, timeout=120, what="the Ray task's ticks"
+    )
     assert not Path(marker + ".finished").exists(), "the Ray task ran on after the Airflow task failed"
+    assert ticks.read_text().count("tick") < TICKS

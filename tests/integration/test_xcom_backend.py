@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from typing import Any
 
 import numpy as np
 import pendulum
@@ -17,6 +18,7 @@ from airflow_ray.results.resolve import materialize
 from airflow_ray.xcom.backend import RayXComBackend
 from airflow_ray.xcom.reference import RayXComReference
 from tests.integration.dagrun import run_dag, task_states, with_peak_growth, xcom, xcom_row
+from tests.integration.waiting import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -332,25 +334,56 @@ def test_small_results_stay_in_the_xcom_row_as_with_airflows_own_backend(ray_clu
     assert "Returned value was: {'accuracy': 0.93" in capfd.readouterr().out
 
 
-def test_a_task_queued_behind_busy_resources_says_what_it_waits_for(ray_cluster, capfd):
+def test_a_task_queued_behind_busy_resources_says_what_it_waits_for(
+    ray_cluster, capfd, monkeypatch, tmp_path
+):
+    import threading
+
     import ray
 
+    from airflow_ray.cluster.driver import WaitNotice
     from airflow_ray.hooks.ray import RayHook
 
     RayHook().get_conn()
     total = int(ray.cluster_resources()["CPU"])
+    started, release = tmp_path / "started", tmp_path / "release"
 
     @ray.remote(num_cpus=total)
-    def occupy(seconds: float) -> None:
-        time.sleep(seconds)
+    def occupy(started: str, release: str) -> None:
+        import os
 
-    busy = occupy.remote(22)
+        open(started, "w").close()
+        deadline = time.monotonic() + 600
+        while not os.path.exists(release) and time.monotonic() < deadline:
+            time.sleep(0.2)
+
+    # Every CPU stays busy until the queued task has said what it waits for, however long that takes.
+    noticed = threading.Event()
+    tick = WaitNotice.tick
+
+    def noting_tick(self: WaitNotice, log: Any, free: Any) -> None:
+        before = self.next
+        tick(self, log, free)
+        if self.next != before:
+            noticed.set()
+
+    monkeypatch.setattr(WaitNotice, "tick", noting_tick)
+
+    def release_once_noticed() -> None:
+        noticed.wait(timeout=300)
+        release.touch()
+
+    busy = occupy.remote(str(started), str(release))
+    wait_until(started.exists, 120, "the Ray task that occupies every CPU did not start")
+    threading.Thread(target=release_once_noticed, daemon=True).start()
     with DAG("x_waits", schedule=None, start_date=START) as dag:
         RayPythonOperator(task_id="queued", python_callable=lambda: 1, num_cpus=1)
     try:
         dag_run = run_dag(dag)
     finally:
+        release.touch()
         ray.cancel(busy, force=True)
+    assert noticed.is_set()
     assert task_states(dag_run) == {"queued": "success"}
     out = capfd.readouterr().out
     assert "Ray task x_waits.queued has not started after 1" in out, out[-3000:]

@@ -65,5 +65,5 @@ def test_each_of_the_five_steps_quotes_a_notebook_cell_and_the_dag():
 def test_the_two_commands_exist_in_the_makefile():
     makefile = (REPO / "Makefile").read_text()
     assert re.search(r"^example: ", makefile, flags=re.M)
-    assert re.search(r"^test: ", makefile, flags=re.M)
+    assert re.search(r"^test:", makefile, flags=re.M)
     assert "make test" in (REPO / ".ci" / "run").read_text()

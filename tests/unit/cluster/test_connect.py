@@ -57,8 +57,9 @@ def silent_server():
 def test_an_http_server_is_named_at_once(http_server):
     started = time.monotonic()
     with pytest.raises(RayConnectionError) as info:
-        connect.check_speaks_grpc("127.0.0.1", http_server, where="connection 'ray_web'")
-    assert time.monotonic() - started < 2
+        connect.check_speaks_grpc("127.0.0.1", http_server, where="connection 'ray_web'", timeout=120)
+    # Named from its answer, not after the timeout a silent server gets.
+    assert time.monotonic() - started < 60
     message = str(info.value)
     # Python's http.server answers an HTTP/2 preface with a bare HTML error page (HTTP/0.9 style).
     assert (
@@ -78,7 +79,8 @@ def test_an_http1_server_is_named_with_its_status_line(http1_server):
 def test_a_silent_server_passes_after_the_timeout(silent_server):
     started = time.monotonic()
     connect.check_speaks_grpc("127.0.0.1", silent_server, where="x", timeout=0.5)
-    assert 0.4 < time.monotonic() - started < 2
+    # It waited for the timeout, and no longer than a loaded machine makes of it.
+    assert 0.4 < time.monotonic() - started < 30
 
 
 def test_ray_logs_go_through_python_logging_at_their_own_level(caplog, monkeypatch):

@@ -35,6 +35,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import _common
+
 REPO = Path(__file__).resolve().parent.parent
 MB = 1024 * 1024
 
@@ -59,6 +61,7 @@ def main() -> None:
     parser.add_argument("--kinds", default="numpy,arrow")
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--smoke", action="store_true", help="the smallest run: 1 MB, once")
+    _common.add_options(parser, db=False)
     args = parser.parse_args()
     if args.smoke:
         args.sizes, args.repeat = "1", 1
@@ -74,6 +77,7 @@ def main() -> None:
             "AWS_EC2_METADATA_DISABLED": "true",
         }
     )
+    _common.use_cluster(args)
     sys.path.insert(0, str(REPO))
     from scripts.local_s3 import start_rclone
 
@@ -92,7 +96,8 @@ def main() -> None:
         import ray
 
         ray.shutdown()  # before its cluster goes: a driver outliving its GCS is killed by Ray
-        EmbeddedCluster.from_config().stop()
+        if _common.owns_cluster(args):
+            EmbeddedCluster.from_config().stop()
         server.stop()
         shutil.rmtree(home, ignore_errors=True)
     print()

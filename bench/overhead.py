@@ -29,6 +29,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import _common
+
 HOME = Path(tempfile.mkdtemp(prefix="afr-bench-"))
 os.environ.update(
     {
@@ -132,8 +134,9 @@ def connect_times(repeat: int) -> list[tuple[str, float, float]]:
                 env=env,
                 capture_output=True,
                 text=True,
-                check=True,
             )
+            if out.returncode:
+                raise SystemExit(f"The probe of {label!r} exited {out.returncode}:\n{out.stderr[-4000:]}")
             figures = json.loads(out.stdout.strip().splitlines()[-1])
             totals.append(figures["total"])
             connects.append(figures["connect"])
@@ -157,11 +160,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--repeat", type=int, default=7)
     parser.add_argument("--smoke", action="store_true", help="the smallest run: each figure once")
+    _common.add_options(parser)
     args = parser.parse_args()
+    _common.use_cluster(args)
     if args.smoke:
         args.repeat = 1
         os.environ["AIRFLOW__RAY__EMBEDDED_OBJECT_STORE_MEMORY"] = str(300 * 1024 * 1024)
-    subprocess.run([sys.executable, "-m", "airflow", "db", "migrate"], check=True, capture_output=True)
+    _common.make_db(args, HOME)
     from airflow_ray.cluster.local import EmbeddedCluster
 
     try:
@@ -169,7 +174,13 @@ def main() -> None:
         overhead = task_overhead(args.repeat)
         rows = connect_times(1 if args.smoke else max(3, args.repeat // 2))
     finally:
-        EmbeddedCluster.from_config().stop()
+        import ray
+
+        # Before its cluster goes: a driver that outlives its GCS is killed by Ray after 60 s,
+        # with what it had to say (a traceback) still unwritten.
+        ray.shutdown()
+        if _common.owns_cluster(args):
+            EmbeddedCluster.from_config().stop()
     print(f"\n== per-task overhead, one dag.test() process, median of {args.repeat} ==")
     for name, value in overhead.items():
         print(f"  {name:28s} {value:8.3f}")

@@ -113,6 +113,9 @@ def connect_times(repeat: int) -> list[tuple[str, float, float]]:
     head = cluster.ensure_running()
     token = cluster.token()
     env = os.environ.copy()
+    # A bound, not a figure: on a loaded machine Ray Client's connect can take longer than the
+    # default 30 s, and the probe would fail instead of reporting it.
+    env.setdefault("AIRFLOW__RAY__CONNECT_TIMEOUT", "120")
     env["AIRFLOW_CONN_RAY_GCS"] = json.dumps(
         {"conn_type": "ray", "host": head.gcs_address, "password": token}
     )

@@ -3,6 +3,7 @@
 Usage (from the repository root, after ``make venv``)::
 
     .venv/bin/python bench/checkpoint.py [--sizes 100,1000] [--kinds numpy,arrow] [--repeat 3] [--smoke]
+        [--embedded-dir DIR]
 
 A real S3 server (``rclone serve s3`` on a temporary folder, on 127.0.0.1) and a private
 embedded Ray cluster are started for the run. For each kind and size (MB), a value is made by a

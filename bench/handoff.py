@@ -3,6 +3,7 @@
 Usage (from the repository root, after ``make venv``)::
 
     .venv/bin/python bench/handoff.py [--sizes 10,100,1000] [--kinds numpy,arrow,pandas] [--smoke]
+        [--airflow-db DB] [--embedded-dir DIR]
 
 For each size (MB) and kind of value, a DAG ``produce -> consume`` of two ``RayPythonOperator``
 tasks runs in ``dag.test()``; the producer stamps the time just before it returns, the consumer

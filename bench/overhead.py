@@ -2,7 +2,7 @@
 
 Usage (from the repository root, after ``make venv``)::
 
-    .venv/bin/python bench/overhead.py [--repeat 7] [--smoke]
+    .venv/bin/python bench/overhead.py [--repeat 7] [--smoke] [--airflow-db DB] [--embedded-dir DIR]
 
 It creates a temporary AIRFLOW_HOME (SQLite) and its own embedded Ray cluster, and stops that
 cluster at the end. Printed:

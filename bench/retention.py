@@ -2,7 +2,7 @@
 
 Usage (from the repository root, after ``make venv``)::
 
-    .venv/bin/python bench/retention.py [--runs 30] [--mb 100] [--keep-runs 3] [--smoke]
+    .venv/bin/python bench/retention.py [--runs 30] [--mb 100] [--keep-runs 3] [--smoke] [--airflow-db DB]
 
 Prints the object store's bytes in use (the embedded cluster's own count) before the first run
 (the baseline), after every run, and after ``airflow-ray pins release --all``; figures are in

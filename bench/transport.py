@@ -2,7 +2,7 @@
 
 Usage (from the repository root, after ``make venv``)::
 
-    .venv/bin/python bench/transport.py [--repeat 5] [--sizes 10,1024] [--smoke]
+    .venv/bin/python bench/transport.py [--repeat 5] [--sizes 10,1024] [--smoke] [--airflow-db DB] [--embedded-dir DIR]
 
 It creates a temporary AIRFLOW_HOME (SQLite) with the Ray XCom backend and its own embedded
 Ray cluster (with its dashboard, which the Jobs API needs), and stops that cluster at the end.

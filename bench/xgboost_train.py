@@ -3,6 +3,7 @@
 Usage (from the repository root, after ``make venv``)::
 
     .venv/bin/python bench/xgboost_train.py [--rows 1000000] [--rounds 50,200] [--configs 1x2,2x1] [--smoke]
+        [--airflow-db DB] [--embedded-dir DIR]
 
 For each number of rounds and configuration ``ACTORSxCPUS`` (xgboost_ray actors x CPUs per
 actor; by default 1 actor with every CPU of the cluster, and 2 actors of 1 CPU), in one run:

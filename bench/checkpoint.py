@@ -3,6 +3,7 @@
 Usage (from the repository root, after ``make venv``)::
 
     .venv/bin/python bench/checkpoint.py [--sizes 100,1000] [--kinds numpy,arrow] [--repeat 3] [--smoke]
+        [--embedded-dir DIR]
 
 A real S3 server (``rclone serve s3`` on a temporary folder, on 127.0.0.1) and a private
 embedded Ray cluster are started for the run. For each kind and size (MB), a value is made by a
@@ -35,6 +36,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import _common
+
 REPO = Path(__file__).resolve().parent.parent
 MB = 1024 * 1024
 
@@ -59,6 +62,7 @@ def main() -> None:
     parser.add_argument("--kinds", default="numpy,arrow")
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--smoke", action="store_true", help="the smallest run: 1 MB, once")
+    _common.add_options(parser, db=False)
     args = parser.parse_args()
     if args.smoke:
         args.sizes, args.repeat = "1", 1
@@ -74,6 +78,7 @@ def main() -> None:
             "AWS_EC2_METADATA_DISABLED": "true",
         }
     )
+    _common.use_cluster(args)
     sys.path.insert(0, str(REPO))
     from scripts.local_s3 import start_rclone
 
@@ -92,7 +97,8 @@ def main() -> None:
         import ray
 
         ray.shutdown()  # before its cluster goes: a driver outliving its GCS is killed by Ray
-        EmbeddedCluster.from_config().stop()
+        if _common.owns_cluster(args):
+            EmbeddedCluster.from_config().stop()
         server.stop()
         shutil.rmtree(home, ignore_errors=True)
     print()

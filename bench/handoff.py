@@ -3,6 +3,7 @@
 Usage (from the repository root, after ``make venv``)::
 
     .venv/bin/python bench/handoff.py [--sizes 10,100,1000] [--kinds numpy,arrow,pandas] [--smoke]
+        [--airflow-db DB] [--embedded-dir DIR]
 
 For each size (MB) and kind of value, a DAG ``produce -> consume`` of two ``RayPythonOperator``
 tasks runs in ``dag.test()``; the producer stamps the time just before it returns, the consumer
@@ -30,12 +31,15 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
 import threading
 import time
 from pathlib import Path
+
+import _common
 
 MB = 1024 * 1024
 BACKENDS = {
@@ -202,6 +206,7 @@ def main() -> None:
         "--smoke", action="store_true", help="the smallest run: 1 MB of numpy and pandas, once"
     )
     parser.add_argument("--child", help=argparse.SUPPRESS)
+    _common.add_options(parser)
     args = parser.parse_args()
     if args.smoke:
         args.sizes, args.kinds, args.repeat = "1", "numpy,pandas", 1
@@ -230,42 +235,61 @@ def main() -> None:
         AIRFLOW__COMMON_IO__XCOM_OBJECTSTORAGE_THRESHOLD="0",
         RAY_USAGE_STATS_ENABLED="0",
     )
+    _common.use_cluster(args, env)
     (home / "dags").mkdir()
-    subprocess.run(
-        [sys.executable, "-m", "airflow", "db", "migrate"], env=env, check=True, capture_output=True
-    )
+    _common.make_db(args, home, env)
     rows: list[dict] = []
     failed = []
+    running: list[tuple[str, subprocess.Popen[str]]] = []
+    done: list[tuple[str, subprocess.Popen[str], str, str]] = []
     try:
-        for label, backend in [*BACKENDS.items(), ("floor", "")]:
-            child_env = dict(env, AIRFLOW__CORE__XCOM_BACKEND=backend) if backend else env
-            proc = subprocess.run(
-                [
-                    sys.executable,
-                    __file__,
-                    "--child",
-                    label,
-                    "--sizes",
-                    args.sizes,
-                    "--kinds",
-                    args.kinds,
-                    "--repeat",
-                    str(args.repeat),
-                    *(["--smoke"] if args.smoke else []),
-                ],
-                env=child_env,
-                capture_output=True,
-                text=True,
+        for index, (label, backend) in enumerate([*BACKENDS.items(), ("floor", "")]):
+            child_env = dict(env, AIRFLOW__CORE__XCOM_BACKEND=backend) if backend else dict(env)
+            if args.smoke:
+                # A smoke run's figures mean nothing: its children run at once, each in an
+                # AIRFLOW_HOME of its own (with a copy of the DB), on the same Ray cluster.
+                child_home = home / f"child-{index}"
+                (child_home / "dags").mkdir(parents=True)
+                shutil.copyfile(home / "airflow.db", child_home / "airflow.db")
+                child_env.update(
+                    AIRFLOW_HOME=str(child_home), AIRFLOW__CORE__DAGS_FOLDER=str(child_home / "dags")
+                )
+            command = [
+                sys.executable,
+                __file__,
+                "--child",
+                label,
+                "--sizes",
+                args.sizes,
+                "--kinds",
+                args.kinds,
+                "--repeat",
+                str(args.repeat),
+                *(["--smoke"] if args.smoke else []),
+            ]
+            child = subprocess.Popen(
+                command, env=child_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
             )
-            found = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
-            if proc.returncode or not found:
-                print(proc.stdout[-2000:], proc.stderr[-3000:])
+            if args.smoke:
+                running.append((label, child))
+            else:  # one at a time, so that no backend's figures are disturbed by another's run
+                done.append((label, child, *child.communicate()))
+        done += [(label, child, *child.communicate()) for label, child in running]
+        for label, child, stdout, stderr in done:
+            found = [json.loads(line) for line in stdout.splitlines() if line.startswith("{")]
+            if child.returncode or not found:
+                print(stdout[-2000:], stderr[-3000:])
                 failed.append(label)
             rows += found
     finally:
-        subprocess.run(
-            [sys.executable, "-m", "airflow_ray.cli", "local", "stop"], env=env, capture_output=True
-        )
+        for _, child in running:
+            if child.poll() is None:  # interrupted: the others need not run on
+                child.terminate()
+                child.wait()
+        if _common.owns_cluster(args):
+            subprocess.run(
+                [sys.executable, "-m", "airflow_ray.cli", "local", "stop"], env=env, capture_output=True
+            )
     rows = _medians(rows)
     floor = {(r["kind"], r["mb"]): r["handoff_s"] for r in rows if r["backend"].startswith("d")}
     ours = {(r["kind"], r["mb"]): r["handoff_s"] for r in rows if r["backend"].startswith("a")}

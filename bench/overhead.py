@@ -2,7 +2,7 @@
 
 Usage (from the repository root, after ``make venv``)::
 
-    .venv/bin/python bench/overhead.py [--repeat 7] [--smoke]
+    .venv/bin/python bench/overhead.py [--repeat 7] [--smoke] [--airflow-db DB] [--embedded-dir DIR]
 
 It creates a temporary AIRFLOW_HOME (SQLite) and its own embedded Ray cluster, and stops that
 cluster at the end. Printed:
@@ -28,6 +28,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+import _common
 
 HOME = Path(tempfile.mkdtemp(prefix="afr-bench-"))
 os.environ.update(
@@ -111,6 +113,9 @@ def connect_times(repeat: int) -> list[tuple[str, float, float]]:
     head = cluster.ensure_running()
     token = cluster.token()
     env = os.environ.copy()
+    # A bound, not a figure: on a loaded machine Ray Client's connect can take longer than the
+    # default 30 s, and the probe would fail instead of reporting it.
+    env.setdefault("AIRFLOW__RAY__CONNECT_TIMEOUT", "120")
     env["AIRFLOW_CONN_RAY_GCS"] = json.dumps(
         {"conn_type": "ray", "host": head.gcs_address, "password": token}
     )
@@ -132,8 +137,9 @@ def connect_times(repeat: int) -> list[tuple[str, float, float]]:
                 env=env,
                 capture_output=True,
                 text=True,
-                check=True,
             )
+            if out.returncode:
+                raise SystemExit(f"The probe of {label!r} exited {out.returncode}:\n{out.stderr[-4000:]}")
             figures = json.loads(out.stdout.strip().splitlines()[-1])
             totals.append(figures["total"])
             connects.append(figures["connect"])
@@ -157,11 +163,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--repeat", type=int, default=7)
     parser.add_argument("--smoke", action="store_true", help="the smallest run: each figure once")
+    _common.add_options(parser)
     args = parser.parse_args()
+    _common.use_cluster(args)
     if args.smoke:
         args.repeat = 1
         os.environ["AIRFLOW__RAY__EMBEDDED_OBJECT_STORE_MEMORY"] = str(300 * 1024 * 1024)
-    subprocess.run([sys.executable, "-m", "airflow", "db", "migrate"], check=True, capture_output=True)
+    _common.make_db(args, HOME)
     from airflow_ray.cluster.local import EmbeddedCluster
 
     try:
@@ -169,7 +177,13 @@ def main() -> None:
         overhead = task_overhead(args.repeat)
         rows = connect_times(1 if args.smoke else max(3, args.repeat // 2))
     finally:
-        EmbeddedCluster.from_config().stop()
+        import ray
+
+        # Before its cluster goes: a driver that outlives its GCS is killed by Ray after 60 s,
+        # with what it had to say (a traceback) still unwritten.
+        ray.shutdown()
+        if _common.owns_cluster(args):
+            EmbeddedCluster.from_config().stop()
     print(f"\n== per-task overhead, one dag.test() process, median of {args.repeat} ==")
     for name, value in overhead.items():
         print(f"  {name:28s} {value:8.3f}")

@@ -2,7 +2,7 @@
 
 Usage (from the repository root, after ``make venv``)::
 
-    .venv/bin/python bench/retention.py [--runs 30] [--mb 100] [--keep-runs 3] [--smoke]
+    .venv/bin/python bench/retention.py [--runs 30] [--mb 100] [--keep-runs 3] [--smoke] [--airflow-db DB]
 
 Prints the object store's bytes in use (the embedded cluster's own count) before the first run
 (the baseline), after every run, and after ``airflow-ray pins release --all``; figures are in
@@ -22,6 +22,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+import _common
 
 MB = 1024 * 1024
 
@@ -46,6 +48,8 @@ def main() -> None:
     parser.add_argument("--mb", type=int, default=100)
     parser.add_argument("--keep-runs", type=int, default=3)
     parser.add_argument("--smoke", action="store_true", help="the smallest run: 3 runs of 1 MB, keeping 1")
+    # No --embedded-dir: the figures are the whole object store's use, and the run releases every pin.
+    _common.add_options(parser, cluster=False)
     args = parser.parse_args()
     if args.smoke:
         args.runs, args.mb, args.keep_runs = 3, 1, 1
@@ -61,7 +65,7 @@ def main() -> None:
         RAY_USAGE_STATS_ENABLED="0",
     )
     (home / "dags").mkdir()
-    subprocess.run([sys.executable, "-m", "airflow", "db", "migrate"], check=True, capture_output=True)
+    _common.make_db(args, home)
 
     import pendulum
     from airflow.dag_processing.bundles.manager import DagBundlesManager

@@ -2,7 +2,7 @@
 
 Usage (from the repository root, after ``make venv``)::
 
-    .venv/bin/python bench/transport.py [--repeat 5] [--sizes 10,1024] [--smoke]
+    .venv/bin/python bench/transport.py [--repeat 5] [--sizes 10,1024] [--smoke] [--airflow-db DB] [--embedded-dir DIR]
 
 It creates a temporary AIRFLOW_HOME (SQLite) with the Ray XCom backend and its own embedded
 Ray cluster (with its dashboard, which the Jobs API needs), and stops that cluster at the end.
@@ -24,11 +24,11 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
+
+import _common
 
 HOME = Path(tempfile.mkdtemp(prefix="afr-bt-"))
 os.environ.update(
@@ -149,11 +149,13 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--sizes", default="10,1024", help="hand-off sizes in MB, comma-separated")
     parser.add_argument("--smoke", action="store_true", help="the smallest run: 1 MB, once")
+    _common.add_options(parser)
     args = parser.parse_args()
+    _common.use_cluster(args)
     if args.smoke:
         args.repeat, args.sizes = 1, "1"
         os.environ["AIRFLOW__RAY__EMBEDDED_OBJECT_STORE_MEMORY"] = str(300 * MB)
-    subprocess.run([sys.executable, "-m", "airflow", "db", "migrate"], check=True, capture_output=True)
+    _common.make_db(args, HOME)
     from airflow_ray.cluster.local import EmbeddedCluster
 
     sizes = [int(size) for size in args.sizes.split(",")]
@@ -161,7 +163,8 @@ def main() -> None:
         overhead = task_overhead(args.repeat)
         moved = handoff(sizes, 1 if args.smoke else max(3, args.repeat // 2))
     finally:
-        EmbeddedCluster.from_config().stop()
+        if _common.owns_cluster(args):
+            EmbeddedCluster.from_config().stop()
     print(f"\n== per-task time of a trivial Ray task, one dag.test() process, median of {args.repeat} ==")
     for label, seconds in overhead.items():
         print(f"  {label:20s} {seconds:7.3f} s  {seconds / overhead['driver']:6.2f}x driver")

@@ -3,6 +3,7 @@
 Usage (from the repository root, after ``make venv``)::
 
     .venv/bin/python bench/xgboost_train.py [--rows 1000000] [--rounds 50,200] [--configs 1x2,2x1] [--smoke]
+        [--airflow-db DB] [--embedded-dir DIR]
 
 For each number of rounds and configuration ``ACTORSxCPUS`` (xgboost_ray actors x CPUs per
 actor; by default 1 actor with every CPU of the cluster, and 2 actors of 1 CPU), in one run:
@@ -34,18 +35,18 @@ import argparse
 import os
 import shutil
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
+import _common
+
 REPO = Path(__file__).resolve().parents[1]
 TASKS = ("load", "split", "train", "evaluate")
 
 
-def prepare_home() -> Path:
+def prepare_home(args: argparse.Namespace) -> Path:
     """A private AIRFLOW_HOME with the example DAGs; set before Airflow is imported."""
     home = Path(tempfile.mkdtemp(prefix="afr-xgb-"))
     (home / "dags").mkdir()
@@ -60,7 +61,8 @@ def prepare_home() -> Path:
         AIRFLOW__RAY__EMBEDDED_DIR=str(home / "ray"),
         RAY_USAGE_STATS_ENABLED="0",
     )
-    subprocess.run([sys.executable, "-m", "airflow", "db", "migrate"], check=True, capture_output=True)
+    _common.use_cluster(args)
+    _common.make_db(args, home)
     return home
 
 
@@ -131,12 +133,13 @@ def main() -> None:
     )
     parser.add_argument("--repeat", type=int, default=1, help="runs per configuration; medians are shown")
     parser.add_argument("--smoke", action="store_true", help="the smallest run: 2,000 rows, 2 rounds, once")
+    _common.add_options(parser)
     args = parser.parse_args()
     if args.smoke:
         args.rows, args.rounds, args.repeat = 2_000, "2", 1
     round_counts = [int(rounds) for rounds in args.rounds.split(",")]
 
-    home = prepare_home()
+    home = prepare_home(args)
     from airflow.dag_processing.bundles.manager import DagBundlesManager
     from airflow.dag_processing.dagbag import BundleDagBag, sync_bag_to_db
 
@@ -176,7 +179,8 @@ def main() -> None:
                     )
                     print({k: round(v, 2) if isinstance(v, float) else v for k, v in results[-1].items()})
     finally:
-        EmbeddedCluster(home / "ray").stop()
+        if _common.owns_cluster(args):
+            EmbeddedCluster(home / "ray").stop()
         shutil.rmtree(home, ignore_errors=True)
 
     print(

@@ -84,7 +84,9 @@ TIMEOUT_S = 300
 # Scripts whose run would disturb, or be disturbed by, the others' on a shared cluster.
 OWN_CLUSTER = {"retention.py"}
 # No Airflow metadata DB: it calls airflow_ray directly.
-NO_DB = {"checkpoint.py"}
+NO_DB = {"checkpoint.py", "connections.py"}
+# No Ray cluster: it measures the steps around the Ray hop in one process.
+NO_CLUSTER = {"connections.py"}
 MB = 1024 * 1024
 
 
@@ -117,7 +119,7 @@ class Shared:
     def options(self, script: str) -> list[str]:
         return [
             *([] if script in NO_DB else ["--airflow-db", str(self.airflow_db)]),
-            *([] if script in OWN_CLUSTER else ["--embedded-dir", str(self.embedded_dir)]),
+            *([] if script in OWN_CLUSTER | NO_CLUSTER else ["--embedded-dir", str(self.embedded_dir)]),
         ]
 
 

@@ -21,7 +21,6 @@ from airflow_ray.cluster.transport import (
     Input,
     OwnedResults,
     TaskSpec,
-    merged_runtime_env,
     raise_call_error,
 )
 from airflow_ray.exceptions import RayConfigurationError, RayTaskFailedError
@@ -114,10 +113,7 @@ class DriverTransport(OwnedResults):
         owner = self.owner
         check_feasible(spec.resources, ray.nodes(), where=self.hook.describe())
         register_by_value()  # modules the DAG imported since the owner was found
-        options = {**spec.resources.as_options(), **spec.remote_args, "name": spec.name}
-        runtime_env = merged_runtime_env(self.hook.settings.runtime_env, spec.runtime_env, spec.name)
-        if runtime_env:
-            options["runtime_env"] = runtime_env
+        options = self.task_options(spec)
         try:
             with self._owner_alive(f"submitting Ray task {spec.name}"):
                 inputs = [

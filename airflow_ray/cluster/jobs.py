@@ -32,7 +32,6 @@ from airflow_ray.cluster.transport import (
     Input,
     OwnedResults,
     TaskSpec,
-    merged_runtime_env,
     raise_call_error,
 )
 from airflow_ray.exceptions import (
@@ -300,10 +299,7 @@ class JobsTransport(OwnedResults):
     def submit(self, spec: TaskSpec) -> Call:
         from airflow_ray import config
 
-        options = {**spec.resources.as_options(), **spec.remote_args, "name": spec.name}
-        runtime_env = merged_runtime_env(self.hook.settings.runtime_env, spec.runtime_env, spec.name)
-        if runtime_env:
-            options["runtime_env"] = runtime_env
+        options = self.task_options(spec)
         arguments = {
             "fn": spec.fn,
             "args": tuple(spec.args),

@@ -161,6 +161,15 @@ class OwnedResults:
 
         return owner_name()
 
+    def task_options(self, spec: TaskSpec) -> dict[str, Any]:
+        """The Ray ``.options()`` of ``spec``'s task: its resources, ``ray_remote_args``, name,
+        and its runtime_env merged over the connection's."""
+        options = {**spec.resources.as_options(), **spec.remote_args, "name": spec.name}
+        runtime_env = merged_runtime_env(self.hook.settings.runtime_env, spec.runtime_env, spec.name)
+        if runtime_env:
+            options["runtime_env"] = runtime_env
+        return options
+
 
 def merged_runtime_env(connection: dict[str, Any], task: dict[str, Any], name: str) -> dict[str, Any]:
     """The runtime_env of a task: its own merged over its connection's, as Ray merges a job's

@@ -210,15 +210,22 @@ def test_a_killed_task_process_reconnects_to_its_ray_work(deployment: Deployment
         assert "working 14" in log
 
 
-def test_marking_a_deferred_task_failed_stops_its_ray_job(deployment: Deployment, tmp_path: Path):
-    marker = tmp_path / "killed.marker"
-    run_id = deployment.trigger("jobs_killed", {"marker": str(marker)})
+def start_long_work(deployment: Deployment, dag_id: str, marker: Path) -> str:
+    """Trigger a DAG of deploy_dags/jobs_killed.py and wait until its deferred Ray task writes to
+    ``marker``; the run's id."""
+    run_id = deployment.trigger(dag_id, {"marker": str(marker)})
     wait_until(
         lambda: marker.exists() and len(marker.read_text().split()) >= 3,
         180,
         lambda: f"the Ray task never ran: {deployment.logs()}",
     )
-    assert deployment.task_instances("jobs_killed", run_id)["long_work"]["state"] == "deferred"
+    assert deployment.task_instances(dag_id, run_id)["long_work"]["state"] == "deferred"
+    return run_id
+
+
+def test_marking_a_deferred_task_failed_stops_its_ray_job(deployment: Deployment, tmp_path: Path):
+    marker = tmp_path / "killed.marker"
+    run_id = start_long_work(deployment, "jobs_killed", marker)
     deployment.call(
         "PATCH",
         f"/api/v2/dags/jobs_killed/dagRuns/{run_id}/taskInstances/long_work",
@@ -236,13 +243,7 @@ def test_a_deferred_job_stopped_from_outside_fails_its_try_saying_so_and_the_ret
     deployment: Deployment, tmp_path: Path
 ):
     marker = tmp_path / "stopped.marker"
-    run_id = deployment.trigger("jobs_stopped", {"marker": str(marker)})
-    wait_until(
-        lambda: marker.exists() and len(marker.read_text().split()) >= 3,
-        180,
-        lambda: f"the Ray task never ran: {deployment.logs()}",
-    )
-    assert deployment.task_instances("jobs_stopped", run_id)["long_work"]["state"] == "deferred"
+    run_id = start_long_work(deployment, "jobs_stopped", marker)
     # Stopped as the dashboard's Stop button does: POST /api/jobs/<id>/stop.
     links = deployment.call(
         "GET", f"/api/v2/dags/jobs_stopped/dagRuns/{run_id}/taskInstances/long_work/links"

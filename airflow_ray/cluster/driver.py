@@ -182,7 +182,7 @@ class DriverTransport(OwnedResults):
             return False
         from airflow_ray.cluster.local import EmbeddedCluster
 
-        return EmbeddedCluster.from_config().status() is None
+        return EmbeddedCluster.from_config().stopped()
 
     def state(self, call: Call) -> CallState:
         import ray

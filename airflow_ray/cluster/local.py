@@ -149,6 +149,31 @@ class EmbeddedCluster:
             return None
         return head
 
+    def stopped(self, settle: float = STOP_TIMEOUT + 2 * STOP_GRACE) -> bool:
+        """Whether no head runs for this state directory, once a stop in progress has ended.
+
+        A stop holds the state directory's lock from before it signals the head until the head's
+        processes are gone; a task whose worker died with the cluster asks while the stop still
+        runs, so this waits up to ``settle`` seconds for that lock before looking.
+        """
+        lock = self.state_dir / "lock"
+        if not lock.exists():
+            return self.status() is None
+        deadline = time.monotonic() + settle
+        with open(lock, "a") as handle:
+            while True:
+                try:
+                    fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if time.monotonic() >= deadline:
+                        return self.status() is None
+                    time.sleep(0.1)
+            try:
+                return self.status() is None
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
     def ensure_running(self) -> EmbeddedHead:
         """Return the running head, starting one first when none runs.
 

@@ -224,13 +224,15 @@ def release(request: Request, out: _Writer) -> None:
 
 
 def list_pins(request: Request, out: _Writer) -> None:
-    args = request["arguments"]
-    out.record("answer", value=pins.list_pins(request["owner"]["namespace"], args["dag_id"], args["run_id"]))
+    args, owner = request["arguments"], request["owner"]
+    out.record(
+        "answer", value=pins.list_pins(owner["namespace"], owner["name"], args["dag_id"], args["run_id"])
+    )
 
 
 def release_matching(request: Request, out: _Writer) -> None:
-    args = request["arguments"]
-    released = pins.release_matching(request["owner"]["namespace"], args["dag_id"], args["run_id"])
+    args, owner = request["arguments"], request["owner"]
+    released = pins.release_matching(owner["namespace"], owner["name"], args["dag_id"], args["run_id"])
     out.record("answer", value=released)
 
 

@@ -16,9 +16,10 @@ from airflow.sdk import dag, task
 )
 def shared_cluster():
     @task.ray
-    def produce(deployment: str) -> dict:
-        # Large enough to stay in Ray (not inlined into the XCom row) with default settings.
-        return {"made_by": deployment, "payload": "x" * 200_000}
+    def produce(deployment: str) -> list:
+        # Large enough to stay in Ray (not inlined into the XCom row) with default settings; a
+        # list, not a dict, which would be split into XComs per key and its label inlined.
+        return [deployment, "x" * 200_000]
 
     @task
     def gate(path: str) -> None:
@@ -34,9 +35,9 @@ def shared_cluster():
             time.sleep(0.2)
 
     @task.ray
-    def consume(made: dict) -> str:
-        print(f"the consumer read the result made by {made['made_by']}")
-        return made["made_by"]
+    def consume(made: list) -> str:
+        print(f"the consumer read the result made by {made[0]}")
+        return made[0]
 
     made = produce("{{ params.deployment }}")
     made >> gate("{{ params.gate }}") >> consume(made)

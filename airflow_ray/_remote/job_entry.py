@@ -246,10 +246,20 @@ COMMANDS = {
 }
 
 
-def main(path: str = PAYLOAD_NAME) -> int:
+def main(path: str = PAYLOAD_NAME, python: str | None = None) -> int:
+    """Run the request pickled at ``path``.
+
+    :param python: the Airflow worker's Python ``major.minor``; another one here is refused
+        before anything is unpickled (pickled code does not cross minor versions).
+    """
     import logging
     import platform
 
+    if python is not None and ".".join(platform.python_version_tuple()[:2]) != python:
+        _Writer().record(
+            "python_mismatch", python=platform.python_version(), interpreter=sys.executable, wanted=python
+        )
+        return 3
     try:
         import ray
     except ModuleNotFoundError as err:

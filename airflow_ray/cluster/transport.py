@@ -84,6 +84,11 @@ class Transport(Protocol):
         """The owner actor that pins what this transport's tasks return."""
         ...
 
+    @property
+    def holder(self) -> str | None:
+        """Which embedded cluster this transport reaches (``None``: a cluster by address)."""
+        ...
+
     def submit(self, spec: TaskSpec) -> Call: ...
 
     def follow(self, call: Call, on_output: Callable[[str], None], log: Any) -> Returned:
@@ -160,6 +165,20 @@ class OwnedResults:
         from airflow_ray.cluster.owner import owner_name
 
         return owner_name()
+
+    @property
+    def holder(self) -> str | None:
+        """Which embedded cluster this transport reaches, as ``host:state_dir@started`` (``@none``
+        when none runs); ``None`` for a cluster given by address, which every host reaches."""
+        if not self.hook.settings.address.is_embedded:
+            return None
+        import socket
+
+        from airflow_ray.cluster.local import EmbeddedCluster
+
+        cluster = EmbeddedCluster.from_config()
+        head = cluster.status()
+        return f"{socket.gethostname()}:{cluster.state_dir}@{head.started_at if head else 'none'}"
 
     def task_options(self, spec: TaskSpec) -> dict[str, Any]:
         """The Ray ``.options()`` of ``spec``'s task: its resources, ``ray_remote_args``, name,

@@ -108,6 +108,7 @@ class PinnedOutputs:
                     producer,
                     self._metas[key],
                     (checkpoints or {}).get(key),
+                    self.transport.holder,
                 )
                 for key, producer in self.producers.items()
             }

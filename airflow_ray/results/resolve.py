@@ -34,10 +34,49 @@ def lost(reference: RayXComReference) -> RayObjectLostError:
     )
 
 
+def held_elsewhere(reference: RayXComReference, here: str | None) -> RayObjectLostError:
+    """The error of a reference whose embedded cluster this worker does not reach."""
+    host, _, rest = (reference.cluster or "?").partition(":")
+    state_dir, _, started = rest.rpartition("@")
+    here_host, _, here_rest = (here or "?").partition(":")
+    if host == here_host and state_dir == here_rest.rpartition("@")[0]:
+        where = (
+            f"is held by the embedded Ray cluster that host {host} started at {_when(started)} "
+            f"(state {state_dir}), which has stopped since"
+        )
+    else:
+        where = (
+            f"is held by the embedded Ray cluster of host {host} (state {state_dir}), which this "
+            f"worker, on host {here_host}, does not reach: a connection without an address means "
+            f"a cluster of each host's own"
+        )
+    return RayObjectLostError(
+        f"The {reference.producer.describe()} {where}, and it has no checkpoint. Give connection "
+        f"{reference.conn_id!r} the address of one Ray cluster that every worker reaches (its "
+        f"dashboard http://head:8265 or host:6379), or set [ray] checkpoint_bucket so that results "
+        f"are restored wherever they are consumed; then clear the producing task."
+    )
+
+
+def _when(started: str) -> str:
+    import datetime
+
+    try:
+        return datetime.datetime.fromtimestamp(float(started), tz=datetime.UTC).isoformat(
+            timespec="seconds"
+        )
+    except ValueError:
+        return started
+
+
 def ensure_in_cluster(
     references: list[RayXComReference], transport: Transport, gone: list[str] | None = None
 ) -> None:
     """Make sure the cluster holds each reference's value: restore what it lost from S3.
+
+    A value held by another embedded cluster than this worker's (another host's, or one that
+    stopped) is known gone without asking the cluster: restored when it has a checkpoint, else
+    an error that names where it is and what to configure.
 
     :param gone: the pin keys known to be lost; by default the transport is asked.
     :raises RayObjectLostError: when one is no longer there and has no checkpoint.
@@ -45,9 +84,17 @@ def ensure_in_cluster(
     """
     from airflow_ray.results.restore import restore
 
+    here = transport.holder if any(r.cluster for r in references) else None
+    elsewhere = [r for r in references if r.cluster and r.cluster != here]
+    for reference in elsewhere:
+        if not restore(reference, transport):
+            raise held_elsewhere(reference, here)
+    rest = [r for r in references if r not in elsewhere]
+    if not rest:
+        return
     if gone is None:
-        gone = [item.pin for item in transport.missing([input_of(r) for r in references])]
-    for reference in references:
+        gone = [item.pin for item in transport.missing([input_of(r) for r in rest])]
+    for reference in rest:
         if reference.pin in gone and not restore(reference, transport):
             raise lost(reference)
 

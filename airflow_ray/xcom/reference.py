@@ -51,6 +51,9 @@ class RayXComReference:
         ``rows``, ``columns``, ``length``.
     :param checkpoint: where the producer checkpointed the value on S3 (``conn_id``, ``bucket``,
         ``prefix``, and a readable ``uri``), if it did.
+    :param cluster: which embedded cluster holds it (``host:state_dir@started``), for a
+        connection without an address: each host runs its own, and a consumer elsewhere cannot
+        reach it (:func:`airflow_ray.cluster.transport.OwnedResults.holder`).
     """
 
     conn_id: str
@@ -59,6 +62,7 @@ class RayXComReference:
     producer: Producer
     meta: dict[str, Any] = field(default_factory=dict)
     checkpoint: dict[str, Any] | None = None
+    cluster: str | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "producer", Producer.from_wire(self.producer))
@@ -75,6 +79,8 @@ class RayXComReference:
         document.update(conn_id=self.conn_id, namespace=self.namespace, owner=self.owner)
         if self.checkpoint:
             document["checkpoint"] = self.checkpoint
+        if self.cluster:
+            document["cluster"] = self.cluster
         _trim_columns(document)  # short for the eye too: the UI shows the row as it is
         for trim in (_drop_detail, _drop_checkpoint_uri):
             if len(json.dumps(document)) <= MAX_REFERENCE_BYTES:
@@ -84,7 +90,7 @@ class RayXComReference:
 
     @classmethod
     def from_json(cls, document: dict[str, Any]) -> RayXComReference:
-        skip = (MARKER, "v", "producer", "conn_id", "namespace", "owner", "size", "checkpoint")
+        skip = (MARKER, "v", "producer", "conn_id", "namespace", "owner", "size", "checkpoint", "cluster")
         meta = {k: v for k, v in document.items() if k not in skip}
         return cls(
             document["conn_id"],
@@ -93,6 +99,7 @@ class RayXComReference:
             Producer.from_wire(document["producer"]),
             meta,
             document.get("checkpoint"),
+            document.get("cluster"),
         )
 
     def token(self) -> str:

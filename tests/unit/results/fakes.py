@@ -48,6 +48,8 @@ class FakeTransport:
         self.cancelled: list[Call] = []
         self.small_asked: list[tuple[dict[str, Input], int]] = []
         self._results: dict[str, tuple[Any, BaseException | None]] = {}
+        # Which embedded cluster it reaches (None: a cluster by address).
+        self.holder: str | None = None
 
     @property
     def namespace(self) -> str:

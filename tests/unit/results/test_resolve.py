@@ -114,3 +114,50 @@ def test_a_pulled_reference_reads_the_value_when_a_template_indexes_it(clusters,
     assert list(pulled) == ["rows"]
     assert len(pulled) == 1
     assert str(pulled) == plain.token()  # rendered whole, it stays a reference
+
+
+def _made_on(cluster: FakeTransport, task_id: str, holder: str):
+    from dataclasses import replace
+
+    return replace(cluster.reference(producer(task_id)), cluster=holder)
+
+
+def test_a_result_held_by_another_hosts_embedded_cluster_is_restored_without_asking(checkpoints):
+    here = FakeTransport("ray_default")
+    here.holder = "host-b:/home/b/ray@1796600000.5"
+    elsewhere = _made_on(here, "made_on_a", "host-a:/home/a/ray@1796599000.0")
+    here.pins.pop(elsewhere.pin, None)
+    checkpoints.values[elsewhere.pin] = "from S3"
+    ensure_in_cluster([elsewhere], here)
+    assert here.asked_missing == []  # not looked for where it cannot be
+    assert checkpoints.restored == [elsewhere.pin] and here.pins[elsewhere.pin] == "from S3"
+
+
+def test_without_a_checkpoint_the_error_names_the_host_and_what_to_configure(checkpoints):
+    here = FakeTransport("ray_default")
+    here.holder = "host-b:/home/b/ray@1796600000.5"
+    with pytest.raises(RayObjectLostError) as raised:
+        ensure_in_cluster([_made_on(here, "made_on_a", "host-a:/home/a/ray@1796599000.0")], here)
+    message = str(raised.value)
+    assert "embedded Ray cluster of host host-a (state /home/a/ray)" in message
+    assert "this worker, on host host-b, does not reach" in message
+    assert "connection 'ray_default' the address of one Ray cluster" in message
+    assert "[ray] checkpoint_bucket" in message and here.asked_missing == []
+
+
+def test_a_result_of_this_hosts_earlier_cluster_says_that_cluster_stopped(checkpoints):
+    here = FakeTransport("ray_default")
+    here.holder = "host-b:/home/b/ray@none"
+    with pytest.raises(
+        RayObjectLostError, match=r"host host-b started at 2026-12-06T.*which has stopped since"
+    ):
+        ensure_in_cluster([_made_on(here, "earlier", "host-b:/home/b/ray@1796599000.0")], here)
+
+
+def test_a_result_of_this_very_cluster_is_asked_for_as_before(checkpoints):
+    here = FakeTransport("ray_default")
+    here.holder = "host-b:/home/b/ray@1796600000.5"
+    same = _made_on(here, "same", here.holder)
+    here.pins[same.pin] = 3
+    ensure_in_cluster([same], here)
+    assert here.asked_missing == [[input_of(same)]]

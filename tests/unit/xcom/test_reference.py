@@ -126,3 +126,14 @@ def test_repr_shows_type_size_shape_and_producer(meta, described):
     assert repr(reference(producer, meta)) == (
         f"<Ray object {described}: XCom 'return_value' of task 'train' (map index 2) in run 'r1' of DAG 'higgs'>"
     )
+
+
+def test_the_embedded_cluster_that_holds_it_travels_with_the_reference():
+    from dataclasses import replace
+
+    held = replace(reference(meta=dict(TABLE)), cluster="worker-a:/opt/airflow/ray@1796599000.25")
+    document = held.to_json()
+    assert document["cluster"] == "worker-a:/opt/airflow/ray@1796599000.25"
+    assert len(json.dumps(document)) <= MAX_REFERENCE_BYTES
+    assert RayXComReference.from_json(document) == held
+    assert "cluster" not in reference().to_json()  # a cluster by address: every host reaches it

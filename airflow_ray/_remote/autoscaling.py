@@ -46,14 +46,17 @@ class NodeType:
 class Autoscaler:
     """What the cluster's autoscaler says now.
 
-    :param version: the autoscaler's state version (v2; 0 otherwise): its verdicts on a request
-        count only from a state newer than the one seen when the request was made.
+    :param version: the version of the cluster's resource state (the GCS's) that the autoscaler
+        based its last round on (v2; 0 otherwise).
+    :param current: the version of the cluster's resource state now: a request made now counts
+        in the autoscaler's verdicts from the round that saw a later version.
     :param node_types: the node types it can launch, when the cluster publishes them.
     :param pending: ``{node type: nodes}`` it is launching now.
     :param infeasible: the requests it found no node type for in its last round (v2).
     """
 
     version: int = 0
+    current: int = 0
     node_types: list[NodeType] | None = None
     pending: dict[str, int] = field(default_factory=dict)
     infeasible: list[dict[str, float]] = field(default_factory=list)
@@ -108,7 +111,8 @@ def from_v2_reply(data: bytes | None) -> Autoscaler | None:
         return None
     from ray.core.generated.autoscaler_pb2 import GetClusterStatusReply  # type: ignore[attr-defined]
 
-    state = GetClusterStatusReply.FromString(data).autoscaling_state
+    reply = GetClusterStatusReply.FromString(data)
+    state = reply.autoscaling_state
     if state.autoscaler_state_version <= 0:
         return None
     pending: dict[str, int] = {}
@@ -117,7 +121,8 @@ def from_v2_reply(data: bytes | None) -> Autoscaler | None:
     for instance in state.pending_instances:
         pending[instance.ray_node_type_name] = pending.get(instance.ray_node_type_name, 0) + 1
     return Autoscaler(
-        version=int(state.autoscaler_state_version),
+        version=int(state.last_seen_cluster_resource_state_version),
+        current=int(reply.cluster_resource_state.cluster_resource_state_version),
         pending=pending,
         infeasible=[dict(request.resources_bundle) for request in state.infeasible_resource_requests],
     )
@@ -211,7 +216,8 @@ class StartCheck:
 
     :param demand: what the task asks for, in ``ray.nodes()`` units (``None``: not known, as when
         following a task submitted by an earlier try; then only the timeout counts).
-    :param since_version: the autoscaler's state version when the task was submitted.
+    :param since_version: the cluster's resource state version when the task was submitted
+        (:attr:`Autoscaler.current`).
     :param every: seconds between looks at the cluster (each is a few small GCS calls).
     """
 

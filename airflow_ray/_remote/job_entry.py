@@ -129,7 +129,7 @@ def run(request: Request, out: _Writer) -> None:
     out.record("begin", call_id=call_id)
     offset = 0
     check = autoscaling.StartCheck(
-        args["demand"], args.get("schedule_timeout"), -1 if scaler is None else scaler.version
+        args["demand"], args.get("schedule_timeout"), -1 if scaler is None else scaler.current
     )
     notice = check.since + _WAIT_NOTICE
     while True:

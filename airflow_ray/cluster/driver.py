@@ -166,12 +166,12 @@ class DriverTransport(OwnedResults):
             raise RayConfigurationError(
                 f"Ray refused task {spec.name} with options {options!r}: {err}"
             ) from err
-        self._demands[call_id] = (demand, -1 if scaler is None else scaler.version)
+        self._demands[call_id] = (demand, -1 if scaler is None else scaler.current)
         return Call(spec.name, call_id)
 
     @cached_property
     def _demands(self) -> dict[str, tuple[dict[str, float], int]]:
-        """``{call id: (what it asks for, the autoscaler's state version then)}`` of the tasks
+        """``{call id: (what it asks for, the cluster's resource state version then)}`` of the tasks
         this transport submitted."""
         return {}
 

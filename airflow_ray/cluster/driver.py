@@ -183,7 +183,7 @@ class DriverTransport(OwnedResults):
 
         offset = 0
         waiting = WaitNotice(call.name)
-        demand, version = self._demands.get(call.call_id, (None, -1))
+        demand, version = self._demands.pop(call.call_id, (None, -1))
         check = StartCheck(demand, config.schedule_timeout(), version)
         while True:
             # A short long-poll returns to Python between calls, so that signal handlers

@@ -170,3 +170,37 @@ def test_through_the_jobs_api_schedule_timeout_cancels_the_wait(head, monkeypatc
     out = capfd.readouterr().out
     assert task_states(dag_run) == {"waits": "failed"}, out[-3000:]
     assert "did not start within the 3 s of [ray] schedule_timeout" in out
+
+
+# -- autoscaler v1: it launches nodes, but does not say which requests it cannot place --------
+
+V1 = "ray_autoscaling_v1"
+
+
+@pytest.fixture(scope="module")
+def head_v1(airflow_db, tmp_path_factory: pytest.TempPathFactory) -> Iterator[AutoscalingHead]:
+    head = AutoscalingHead.start(tmp_path_factory.mktemp("autoscaling-v1"), NODE_TYPES, v2=False)
+    os.environ[f"AIRFLOW_CONN_{V1.upper()}"] = json.dumps(head.connection())
+    try:
+        yield head
+    finally:
+        del os.environ[f"AIRFLOW_CONN_{V1.upper()}"]
+        head.stop()
+        assert head.launched() == [], "processes of the autoscaler's nodes outlived the head"
+
+
+def test_with_autoscaler_v1_a_task_waits_for_its_node_and_schedule_timeout_ends_a_hopeless_wait(
+    head_v1, submitted, monkeypatch, capfd
+):
+    monkeypatch.setenv("AIRFLOW__RAY__SCHEDULE_TIMEOUT", "20")
+    with DAG("t_autoscale_v1", schedule=None, start_date=START) as dag:
+        RayPythonOperator(task_id="gpu", python_callable=started, num_gpus=1, ray_conn_id=V1)
+        RayPythonOperator(task_id="tpu", python_callable=started, resources={"TPU": 1}, ray_conn_id=V1)
+    dag_run = run_dag(dag)
+    out = capfd.readouterr().out
+    assert task_states(dag_run) == {"gpu": "success", "tpu": "failed"}, out[-3000:]
+    result = xcom(dag_run, "gpu")
+    print(
+        f"\nsubmit to start on a scaled-to-zero GPU node (driver transport, autoscaler v1): {result['at'] - submitted[0]:.1f} s"
+    )
+    assert "did not start within the 20 s of [ray] schedule_timeout" in out

@@ -129,8 +129,8 @@ def from_v2_reply(data: bytes | None) -> Autoscaler | None:
 
 
 def from_v1_status(data: bytes | None, now: float | None = None) -> Autoscaler | None:
-    """The autoscaler v1 status document (``None``: no autoscaler runs; a head without one
-    still writes the document, without ``autoscaler_report``)."""
+    """The autoscaler v1 status document (``None``: no autoscaler runs; a head started without
+    one still writes the document, with a read-only report or none)."""
     if not data:
         return None
     try:
@@ -141,6 +141,11 @@ def from_v1_status(data: bytes | None, now: float | None = None) -> Autoscaler |
     if not isinstance(report, dict):
         return None
     if (now if now is not None else time.time()) - float(status.get("time") or 0.0) > _STALE_AFTER:
+        return None
+    mapping = report.get("node_type_mapping") or {}
+    if mapping and all(name == f"node_{node_id}" for node_id, name in mapping.items()):
+        # Ray's read-only stand-in on a head started without an autoscaler: each live node is
+        # its own node type ("node_<id>"), and it launches nothing.
         return None
     pending = {str(k): int(v) for k, v in (report.get("pending_launches") or {}).items()}
     for node in report.get("pending_nodes") or []:

@@ -85,6 +85,12 @@ def test_autoscaler_v1_status_gives_the_launches_and_a_head_without_one_gives_no
     assert scaler.infeasible == [] and scaler.node_types is None
     # The monitor of a head without an autoscaler writes the document without a report.
     assert autoscaling.from_v1_status(json.dumps({"time": now}).encode(), now) is None
+    # The read-only stand-in of a head started without an autoscaling config (the embedded one).
+    readonly = {
+        "time": now,
+        "autoscaler_report": {"node_type_mapping": {"ab12": "node_ab12"}, "pending_launches": {}},
+    }
+    assert autoscaling.from_v1_status(json.dumps(readonly).encode(), now) is None
     # One left by an autoscaler that stopped long ago.
     assert autoscaling.from_v1_status(json.dumps({**status, "time": now - 3600}).encode(), now) is None
     assert autoscaling.from_v1_status(b"not json", now) is None

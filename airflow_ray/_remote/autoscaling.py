@@ -164,7 +164,14 @@ def read() -> Autoscaler | None:
     import ray
     from ray._private import ray_constants
 
-    gcs = ray._private.worker.global_worker.gcs_client  # type: ignore[attr-defined]
+    try:
+        gcs = ray._private.worker.global_worker.gcs_client  # type: ignore[attr-defined]
+    except (AttributeError, AssertionError, RuntimeError):
+        gcs = None
+    if gcs is None:
+        # Not a driver of its own (a Ray Client connection): the GCS is out of reach, and the
+        # task is judged by the live nodes alone, as on a cluster without an autoscaler.
+        return None
 
     def ask(call: Any, *args: Any, **kwargs: Any) -> bytes | None:
         try:

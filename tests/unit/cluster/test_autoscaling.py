@@ -221,3 +221,11 @@ def test_the_wait_notice_names_the_node_types_being_launched(monkeypatch, caplog
     first, second = caplog.messages
     assert first.endswith("; the cluster's autoscaler is launching nodes of type: gpu_group (1)")
     assert second.endswith("(free in the cluster now: unknown)")
+
+
+def test_a_process_without_a_gcs_connection_of_its_own_sees_no_autoscaler(monkeypatch):
+    import ray._private.worker
+
+    # A Ray Client connection (ray://): this process is no driver, its worker has no GCS client.
+    monkeypatch.setattr(ray._private.worker, "global_worker", object())
+    assert autoscaling.read() is None

@@ -48,7 +48,7 @@ def head(airflow_db, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Autos
         yield head
     finally:
         del os.environ[f"AIRFLOW_CONN_{DRIVER.upper()}"], os.environ[f"AIRFLOW_CONN_{JOBS.upper()}"]
-        head.stop()
+        head.stop(timeout=10)  # SIGKILL after 5 s: nothing of it needs a clean stop
         assert head.launched() == [], "processes of the autoscaler's nodes outlived the head"
 
 
@@ -185,7 +185,7 @@ def head_v1(airflow_db, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Au
         yield head
     finally:
         del os.environ[f"AIRFLOW_CONN_{V1.upper()}"]
-        head.stop()
+        head.stop(timeout=10)  # SIGKILL after 5 s: nothing of it needs a clean stop
         assert head.launched() == [], "processes of the autoscaler's nodes outlived the head"
 
 

@@ -122,7 +122,8 @@ def not_started(
     )
     return RayScheduleTimeoutError(
         f"Ray task {name}{asked} did not start within the {timeout:g} s of [ray] schedule_timeout on "
-        f"the cluster of {where}: no node that fits came up or became free{launching}. It was "
+        f"the cluster of {where}: no node that fits came up or became free{launching}, or Ray was "
+        f"still setting up its runtime_env. It was "
         f"cancelled. Raise [ray] schedule_timeout (AIRFLOW__RAY__SCHEDULE_TIMEOUT), or leave it empty "
         f"to wait without a limit; or lower the task's request."
     )

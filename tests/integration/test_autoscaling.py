@@ -164,12 +164,20 @@ def test_through_the_jobs_api_schedule_timeout_cancels_the_wait(head, monkeypatc
             RayPythonOperator(
                 task_id="waits", python_callable=started, resources={"accel": 1}, ray_conn_id=JOBS
             )
+            RayPythonOperator(
+                task_id="waits_deferred",
+                python_callable=started,
+                resources={"accel": 1},
+                ray_conn_id=JOBS,
+                deferrable=True,
+                poll_interval=0.5,
+            )
         dag_run = run_dag(dag)
     finally:
         ray.cancel(busy, force=True)
     out = capfd.readouterr().out
-    assert task_states(dag_run) == {"waits": "failed"}, out[-3000:]
-    assert "did not start within the 3 s of [ray] schedule_timeout" in out
+    assert task_states(dag_run) == {"waits": "failed", "waits_deferred": "failed"}, out[-3000:]
+    assert out.count("did not start within the 3 s of [ray] schedule_timeout") >= 2, out[-3000:]
 
 
 # -- autoscaler v1: it launches nodes, but does not say which requests it cannot place --------

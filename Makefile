@@ -6,8 +6,10 @@
 
 VENV := .venv
 BIN := $(VENV)/bin
-# The ray[default]-only environment of the cluster that tests/integration/test_jobs.py starts.
+# The ray[default]-only environments of the clusters that the Jobs API tests start: the lock's
+# Ray (the newest the provider supports) and the oldest it supports (scripts/ray_only_cluster.py).
 RAY_ONLY_VENV := .ray-only-venv
+RAY_OLDEST_VENV := .ray-oldest-venv
 PYTHON ?= python3
 AIRFLOW_ENV := AIRFLOW_HOME=$(CURDIR)/airflow-home AIRFLOW__CORE__DAGS_FOLDER=$(CURDIR)/dags \
 	AIRFLOW__CORE__LOAD_EXAMPLES=false RAY_USAGE_STATS_ENABLED=0 \
@@ -26,10 +28,13 @@ $(VENV)/.installed: setup.py requirements/lock.txt
 	$(BIN)/python -m pip install --quiet -c requirements/lock.txt -e ".[tests,dev,examples]"
 	touch $@
 
-ray-only-venv: $(RAY_ONLY_VENV)/.installed
+ray-only-venv: $(RAY_ONLY_VENV)/.installed $(RAY_OLDEST_VENV)/.installed
 
 $(RAY_ONLY_VENV)/.installed: requirements/lock.txt | $(VENV)/.installed
 	$(BIN)/python -m scripts.ray_only_cluster
+
+$(RAY_OLDEST_VENV)/.installed: requirements/lock.txt | $(VENV)/.installed
+	$(BIN)/python -m scripts.ray_only_cluster --oldest
 
 example: venv
 	$(AIRFLOW_ENV) $(BIN)/python scripts/main_job.py --conf '$(CONF)'
@@ -65,4 +70,4 @@ dist: venv
 	$(BIN)/twine check --strict dist/*
 
 clean:
-	rm -rf $(VENV) $(RAY_ONLY_VENV) airflow-home build dist *.egg-info
+	rm -rf $(VENV) $(RAY_ONLY_VENV) $(RAY_OLDEST_VENV) airflow-home build dist *.egg-info

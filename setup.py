@@ -65,6 +65,8 @@ setup(
             "ipykernel>=6.29",
             # The lineage tests: checkpoints and the HIGGS input reported to OpenLineage (file transport).
             "apache-airflow-providers-openlineage>=2.0",
+            # Certificates of the TLS reverse proxy that the dashboard tests put before a cluster.
+            "trustme>=1.1",
         ],
         # build and twine: make dist (pinned by requirements/lock.txt).
         "dev": ["ruff>=0.6", "mypy>=1.10", "tox>=4", "build>=1.2", "twine>=6.1"],

@@ -72,6 +72,18 @@ def get_provider_info() -> dict[str, Any]:
                         "on: e.g. /opt/ray-env/bin/python.",
                         "schema": {"type": ["string", "null"]},
                     },
+                    "verify": {
+                        "label": "TLS verify (Jobs API)",
+                        "description": "For an https:// dashboard: true (the system's CAs, default), "
+                        "the path of the PEM bundle of a private CA, or false (no check).",
+                        "schema": {"type": ["string", "boolean", "null"]},
+                    },
+                    "headers": {
+                        "label": "HTTP headers (Jobs API)",
+                        "description": "JSON object of headers sent with every Jobs API call, for an "
+                        'authenticating proxy or ingress: e.g. {"X-Auth-Request-Token": "..."}.',
+                        "schema": {"type": ["object", "null"], "format": "json"},
+                    },
                     "init_kwargs": {
                         "label": "Extra ray.init kwargs",
                         "description": 'JSON object of more ray.init keywords, e.g. {"logging_level": "warning"}.',
@@ -199,7 +211,9 @@ def get_provider_info() -> dict[str, Any]:
                     },
                     "connect_timeout": {
                         "description": "Seconds that connecting to a Ray cluster may take before "
-                        "the task fails with an error naming the connection and address.",
+                        "the task fails with an error naming the connection and address; also how "
+                        "long a Jobs API call is tried again while a proxy answers 502/503/504 or "
+                        "the dashboard is away.",
                         "version_added": "0.1.0",
                         "type": "float",
                         "example": "10",

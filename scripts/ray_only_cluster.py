@@ -1,11 +1,12 @@
 """A Ray cluster started from a virtual environment that has only ``ray[default]`` installed.
 
 It stands for a production cluster that knows nothing of Airflow or airflow-ray: the Jobs API
-transport must run there with what each job carries. The environment is built by
-``make ray-only-venv`` (which ``make test`` runs; pinned to the same Ray as ours, from
-``requirements/lock.txt``) and kept in ``.ray-only-venv``: the tests never download it.
+transport must run there with what each job carries. Two environments, built by
+``make ray-only-venv`` (which ``make test`` runs) so that the tests never download them:
+``.ray-only-venv`` with the lock's Ray (the newest of the supported window) and
+``.ray-oldest-venv`` with :data:`OLDEST_RAY`, the oldest (``airflow_ray.cluster.versions``).
 
-    cluster = RayOnlyCluster.start(workdir)
+    cluster = RayOnlyCluster.start(workdir)                  # or ray=OLDEST_RAY
     ... connection: {"conn_type": "ray", "host": cluster.dashboard_url, "password": cluster.token}
     cluster.stop()
 """
@@ -18,6 +19,7 @@ import secrets
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -28,53 +30,65 @@ from scripts.ports import free_ports
 
 REPO = Path(__file__).resolve().parent.parent
 VENV = REPO / ".ray-only-venv"
+OLDEST_VENV = REPO / ".ray-oldest-venv"
+# The oldest Ray of the window that airflow_ray.cluster.versions promises (a test checks they agree).
+OLDEST_RAY = "2.46.0"
 START_TIMEOUT = 120.0
 
 
 def ray_version() -> str:
+    """The lock's Ray: the newest of the window."""
     for line in (REPO / "requirements" / "lock.txt").read_text().splitlines():
         if line.lower().startswith("ray=="):
             return line.split("==", 1)[1].strip()
     raise RuntimeError("requirements/lock.txt pins no ray version")
 
 
-def build_venv() -> Path:
-    """Build the virtual environment with only ``ray[default]`` (and what it depends on), pinned by
-    the lock file; ``make ray-only-venv`` runs this (``python -m scripts.ray_only_cluster``), so tests never
-    download it."""
-    python = VENV / "bin" / "python"
-    subprocess.run([sys.executable, "-m", "venv", "--clear", str(VENV)], check=True)
-    subprocess.run(
-        [
-            str(python),
-            "-m",
-            "pip",
-            "install",
-            "--quiet",
-            "-c",
-            str(REPO / "requirements" / "lock.txt"),
-            f"ray[default]=={ray_version()}",
-        ],
-        check=True,
-    )
-    (VENV / ".installed").write_text(ray_version())
+def _venv_of(ray: str) -> Path:
+    return VENV if ray == ray_version() else OLDEST_VENV
+
+
+def build_venv(ray: str | None = None) -> Path:
+    """Build the virtual environment with only ``ray[default]`` of version ``ray`` (default: the
+    lock's) and what it depends on, pinned by the lock file where the lock pins them; ``make
+    ray-only-venv`` runs this (``python -m scripts.ray_only_cluster``), so tests never download it."""
+    ray = ray or ray_version()
+    venv = _venv_of(ray)
+    python = venv / "bin" / "python"
+    marker = venv / ".installed"
+    subprocess.run([sys.executable, "-m", "venv", "--clear", str(venv)], check=True)
+    # The lock's pins, but its own Ray's for the other version.
+    lock = (REPO / "requirements" / "lock.txt").read_text().splitlines()
+    with tempfile.NamedTemporaryFile("w", suffix=".txt", delete=False) as constraints:
+        constraints.write("\n".join(line for line in lock if not line.lower().startswith("ray==")) + "\n")
+    try:
+        subprocess.run(
+            [str(python), "-m", "pip", "install", "--quiet", "-c", constraints.name, f"ray[default]=={ray}"],
+            check=True,
+        )
+    finally:
+        os.unlink(constraints.name)
+    marker.write_text(ray)
     return python
 
 
-def venv_python() -> Path:
-    """The interpreter of the environment that ``make ray-only-venv`` built for the lock's Ray.
+def venv_python(ray: str | None = None) -> Path:
+    """The interpreter of the environment that ``make ray-only-venv`` built for ``ray`` (default:
+    the lock's Ray).
 
-    :raises RuntimeError: it is missing, or was built for another Ray than the lock pins.
+    :raises RuntimeError: it is missing, or was built for another Ray.
     """
-    marker = VENV / ".installed"
+    ray = ray or ray_version()
+    venv = _venv_of(ray)
+    marker = venv / ".installed"
     built = marker.read_text().strip() if marker.exists() else None
-    if built != ray_version():
+    if built != ray:
         state = "is not built" if built is None else f"was built for ray {built}"
         raise RuntimeError(
-            f"{VENV} (the ray[default]-only cluster's environment) {state}; requirements/lock.txt "
-            f"pins ray {ray_version()}. Build it with `make ray-only-venv` (`make test` does)."
+            f"{venv} (the ray[default]-only cluster's environment) {state}; the tests want ray "
+            f"{ray} there. Build it with `make ray-only-venv` (`make test` does)."
         )
-    return VENV / "bin" / "python"
+    return venv / "bin" / "python"
 
 
 @dataclass
@@ -86,8 +100,10 @@ class RayOnlyCluster:
     log: Path
 
     @classmethod
-    def start(cls, workdir: Path, num_cpus: int = 2, object_store_mb: int = 300) -> RayOnlyCluster:
-        python = venv_python()
+    def start(
+        cls, workdir: Path, num_cpus: int = 2, object_store_mb: int = 300, ray: str | None = None
+    ) -> RayOnlyCluster:
+        python = venv_python(ray)
         workdir.mkdir(parents=True, exist_ok=True)
         token = secrets.token_hex(32)
         token_file = workdir / "token"
@@ -189,4 +205,4 @@ def _session_members(sid: int) -> list[int]:
 
 
 if __name__ == "__main__":
-    build_venv()
+    build_venv(OLDEST_RAY if sys.argv[1:] == ["--oldest"] else None)

@@ -245,13 +245,15 @@ def release(request: Request, out: _Writer) -> None:
 
 
 def list_pins(request: Request, out: _Writer) -> None:
-    args = request["arguments"]
-    out.record("answer", value=pins.list_pins(request["owner"]["namespace"], args["dag_id"], args["run_id"]))
+    args, owner = request["arguments"], request["owner"]
+    out.record(
+        "answer", value=pins.list_pins(owner["namespace"], owner["name"], args["dag_id"], args["run_id"])
+    )
 
 
 def release_matching(request: Request, out: _Writer) -> None:
-    args = request["arguments"]
-    released = pins.release_matching(request["owner"]["namespace"], args["dag_id"], args["run_id"])
+    args, owner = request["arguments"], request["owner"]
+    released = pins.release_matching(owner["namespace"], owner["name"], args["dag_id"], args["run_id"])
     out.record("answer", value=released)
 
 
@@ -265,10 +267,20 @@ COMMANDS = {
 }
 
 
-def main(path: str = PAYLOAD_NAME) -> int:
+def main(path: str = PAYLOAD_NAME, python: str | None = None) -> int:
+    """Run the request pickled at ``path``.
+
+    :param python: the Airflow worker's Python ``major.minor``; another one here is refused
+        before anything is unpickled (pickled code does not cross minor versions).
+    """
     import logging
     import platform
 
+    if python is not None and ".".join(platform.python_version_tuple()[:2]) != python:
+        _Writer().record(
+            "python_mismatch", python=platform.python_version(), interpreter=sys.executable, wanted=python
+        )
+        return 3
     try:
         import ray
     except ModuleNotFoundError as err:

@@ -48,17 +48,25 @@ def find_owner(name: str, namespace: str) -> Any | None:
         return None
 
 
-def all_owners(namespace: str) -> list[Any]:
-    """Every owner actor in ``namespace``: this code's and those of earlier versions still alive."""
+def deployment_scope(owner: str) -> str:
+    """What the names of every owner of ``owner``'s deployment start with (its name without the
+    code's fingerprint): ``airflow_ray_owner_<deployment>_``."""
+    return owner.rsplit("_", 1)[0] + "_"
+
+
+def all_owners(namespace: str, owner: str) -> list[Any]:
+    """Every owner actor of ``owner``'s deployment in ``namespace``: this code's and those of
+    earlier versions still alive; never another deployment's."""
     import ray
 
+    scope = deployment_scope(owner)
     names = [
         a["name"]
         for a in ray.util.list_named_actors(all_namespaces=True)
-        if a["namespace"] == namespace and a["name"].startswith(OWNER_PREFIX)
+        if a["namespace"] == namespace and a["name"].startswith(scope)
     ]
-    owners = [find_owner(name, namespace) for name in names]
-    return [owner for owner in owners if owner is not None]
+    found = [find_owner(name, namespace) for name in names]
+    return [each for each in found if each is not None]
 
 
 def pinned_ref(key: str, made_by: str, current: str, namespace: str) -> Any | None:
@@ -101,16 +109,19 @@ def release(pins: list[tuple[str, str]], namespace: str) -> int:
     return released
 
 
-def list_pins(namespace: str, dag_id: str | None, run_id: str | None) -> list[dict[str, Any]]:
-    """What every owner of ``namespace`` pins (of a DAG, of a run)."""
+def list_pins(namespace: str, owner: str, dag_id: str | None, run_id: str | None) -> list[dict[str, Any]]:
+    """What every owner of ``owner``'s deployment in ``namespace`` pins (of a DAG, of a run)."""
     import ray
 
-    listed = ray.get([owner.list_pins.remote(dag_id, run_id) for owner in all_owners(namespace)])
+    listed = ray.get([each.list_pins.remote(dag_id, run_id) for each in all_owners(namespace, owner)])
     return [pin for pins in listed for pin in pins]
 
 
-def release_matching(namespace: str, dag_id: str | None, run_id: str | None) -> int:
-    """Unpin what every owner of ``namespace`` pins (of a DAG, of a run); how many were."""
+def release_matching(namespace: str, owner: str, dag_id: str | None, run_id: str | None) -> int:
+    """Unpin what every owner of ``owner``'s deployment in ``namespace`` pins (of a DAG, of a
+    run); how many were."""
     import ray
 
-    return sum(ray.get([owner.release_matching.remote(dag_id, run_id) for owner in all_owners(namespace)]))
+    return sum(
+        ray.get([each.release_matching.remote(dag_id, run_id) for each in all_owners(namespace, owner)])
+    )

@@ -10,6 +10,7 @@ from airflow_ray.exceptions import RayConfigurationError
 GCS_DEFAULT_PORT = 6379
 CLIENT_DEFAULT_PORT = 10001
 DASHBOARD_DEFAULT_PORT = 8265
+HTTPS_DEFAULT_PORT = 443  # Ray's dashboard serves no TLS itself: https:// is an ingress or a proxy
 CLIENT_SCHEME = "ray://"
 DASHBOARD_SCHEMES = ("http://", "https://")
 
@@ -41,14 +42,18 @@ class ClusterAddress:
     host: str | None = None
     port: int | None = None
     secure: bool = False
+    path: str = ""
+    """A dashboard's path below its host, ``/ray`` for ``https://host/ray/`` (an ingress's)."""
 
     @classmethod
     def parse(cls, address: str | None, port: int | None = None) -> ClusterAddress:
         """Parse the connection's address field and optional port field.
 
         Accepted: empty or ``local`` (embedded head), ``auto``, ``host``, ``host:port``,
-        ``ray://host`` and ``ray://host:port``. A port inside the address wins over ``port``; a
-        ``port`` of 0 means none (Airflow's UI tests a connection saved without a port with 0).
+        ``ray://host`` and ``ray://host:port``, ``http(s)://host[:port][/path]``. A port inside the
+        address wins over ``port``; a ``port`` of 0 means none (Airflow's UI tests a connection
+        saved without a port with 0). A dashboard without a port is on 8265 over ``http://`` and
+        on 443 over ``https://`` (TLS is an ingress's or a proxy's, not the dashboard's).
         """
         text = (address or "").strip()
         if text.lower() in ("", "local", "embedded"):
@@ -71,8 +76,11 @@ class ClusterAddress:
                 f"'ray://host:10001' for Ray Client, 'auto', or leave it empty for the embedded "
                 f"local cluster."
             )
+        path = ""
         if kind is AddressKind.DASHBOARD:
-            text = text.split("/", 1)[0]
+            text, _, rest = text.partition("/")
+            rest = rest.split("#", 1)[0].split("?", 1)[0].strip("/")
+            path = f"/{rest}" if rest else ""
         host, _, port_text = text.rstrip("/").rpartition(":") if ":" in text else (text, "", "")
         if port_text:
             port = _parse_port(port_text, address)
@@ -81,14 +89,14 @@ class ClusterAddress:
         else:
             port = {
                 AddressKind.CLIENT: CLIENT_DEFAULT_PORT,
-                AddressKind.DASHBOARD: DASHBOARD_DEFAULT_PORT,
+                AddressKind.DASHBOARD: HTTPS_DEFAULT_PORT if secure else DASHBOARD_DEFAULT_PORT,
             }.get(kind, GCS_DEFAULT_PORT)
         host = host.strip("[]")
         if not host or "/" in host or " " in host:
             raise RayConfigurationError(
                 f"Ray address {address!r} has no valid host; expected 'host:port' or 'ray://host:port'."
             )
-        return cls(kind, host, port, secure)
+        return cls(kind, host, port, secure, path)
 
     @property
     def is_embedded(self) -> bool:
@@ -98,7 +106,7 @@ class ClusterAddress:
     def dashboard_url(self) -> str:
         """The dashboard's base URL (a ``DASHBOARD`` address; else its host on port 8265)."""
         if self.kind is AddressKind.DASHBOARD:
-            return f"{'https' if self.secure else 'http'}://{self.host}:{self.port}"
+            return f"{'https' if self.secure else 'http'}://{self.host}:{self.port}{self.path}"
         return f"http://{self.host}:{DASHBOARD_DEFAULT_PORT}"
 
     def ray_init_address(self) -> str:

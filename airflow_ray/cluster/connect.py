@@ -180,6 +180,10 @@ def init_bounded(init_kwargs: dict[str, Any], *, where: str, timeout: float) -> 
         return
     if isinstance(error, ray.exceptions.AuthenticationError):
         raise RayConnectionError(f"The Ray cluster of {where} refused our token: {_AUTH_FIX}.") from error
+    if isinstance(error, RuntimeError) and str(error).startswith("Version mismatch"):
+        from airflow_ray.cluster.versions import driver_mismatch
+
+        raise driver_mismatch(str(error), where) from error
     raise RayConnectionError(
         f"Connecting to the Ray cluster of {where} failed: {type(error).__name__}: {error}"
     ) from error

@@ -299,8 +299,8 @@ class DriverTransport(OwnedResults):
 
     def list_pins(self, dag_id: str | None = None, run_id: str | None = None) -> list[dict[str, Any]]:
         self.hook.get_conn()
-        return pins.list_pins(self.namespace, dag_id, run_id)
+        return pins.list_pins(self.namespace, self.owner_name, dag_id, run_id)
 
     def release_matching(self, dag_id: str | None = None, run_id: str | None = None) -> int:
         self.hook.get_conn()
-        return pins.release_matching(self.namespace, dag_id, run_id)
+        return pins.release_matching(self.namespace, self.owner_name, dag_id, run_id)

@@ -34,6 +34,7 @@ from airflow_ray.cluster.transport import (
     TaskSpec,
     raise_call_error,
 )
+from airflow_ray.cluster.versions import python_mismatch, worker_python
 from airflow_ray.exceptions import (
     AirflowRayError,
     RayConfigurationError,
@@ -130,6 +131,11 @@ def ended_early(
     :param tail: the last lines of its log.
     :param records: what its entrypoint recorded before it ended.
     """
+    mismatch = next((r for r in records if r.get("event") == "python_mismatch"), None)
+    if mismatch is not None:
+        return python_mismatch(
+            str(mismatch.get("python")), str(mismatch.get("interpreter")), where, call.call_id
+        )
     no_ray = next((r for r in records if r.get("event") == "no_ray"), None)
     if no_ray is not None:
         return RayConfigurationError(
@@ -213,8 +219,12 @@ class JobsTransport(OwnedResults):
 
     @cached_property
     def client(self) -> JobsClient:
+        from airflow_ray.cluster.versions import check_cluster_ray
+
         client = JobsClient(self.endpoint)
-        client.version()  # fails in seconds with the cause: nothing there, no dashboard, bad token
+        # Fails in seconds with the cause: nothing there, no dashboard, a bad token, a Ray outside
+        # the versions supported.
+        check_cluster_ray(str(client.version().get("ray_version")), self.endpoint.where)
         return client
 
     # -- submitting jobs --------------------------------------------------------------------
@@ -277,7 +287,7 @@ class JobsTransport(OwnedResults):
         self._upload(payload_uri, payload_zip)
         return self.client.submit(
             {
-                "entrypoint": self.entrypoint(PAYLOAD_NAME),
+                "entrypoint": self.entrypoint(PAYLOAD_NAME, worker_python()),
                 "submission_id": submission_id,
                 "runtime_env": {"py_modules": [remote_uri], "working_dir": payload_uri},
                 "metadata": {"airflow_ray": name[:200]},

@@ -8,15 +8,29 @@ connection and says what to fix.
 
 from __future__ import annotations
 
+import asyncio
 import enum
+import logging
+import random
+import ssl
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
 from airflow_ray.exceptions import RayConnectionError
 
+log = logging.getLogger(__name__)
 CONNECT_TIMEOUT = 5.0
 READ_TIMEOUT = 30.0
 UPLOAD_TIMEOUT = 300.0
+# An ingress or a proxy answers these while the dashboard behind it restarts.
+RETRY_STATUSES = frozenset({502, 503, 504})
+# A dashboard that has never answered this client is tried again only this long: a wrong address
+# fails within seconds, while one that answered and went away (a restarting proxy) gets the
+# whole ``retry_for``.
+FIRST_CONTACT_RETRY = 2.0
+BACKOFF_FIRST = 0.25
+BACKOFF_MAX = 5.0
 _AUTH_FIX = (
     "put the cluster's token (`ray get-auth-token` on the head node) in the connection's password field"
 )
@@ -63,9 +77,30 @@ class JobsEndpoint:
     url: str
     where: str
     token: str | None = field(default=None, repr=False)
+    verify: bool | str = True
+    """Check the dashboard's TLS certificate: against the system's CAs, a CA bundle (its path),
+    or not at all."""
+    extra_headers: dict[str, str] = field(default_factory=dict, repr=False)
+    """Sent with every call (an authenticating proxy's)."""
+    retry_for: float = 30.0
+    """How long a call is tried again while the dashboard (or the proxy before it) is away."""
 
     def headers(self) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self.token}"} if self.token else {}
+        token = {"Authorization": f"Bearer {self.token}"} if self.token else {}
+        return {**self.extra_headers, **token}
+
+    def tls(self) -> bool | ssl.SSLContext:
+        """What httpx's ``verify`` takes; a CA bundle that cannot be read fails here, naming it."""
+        if isinstance(self.verify, bool):
+            return self.verify
+        try:
+            return ssl.create_default_context(cafile=self.verify)
+        except (OSError, ssl.SSLError) as err:
+            raise RayConnectionError(
+                f"The CA bundle {self.verify!r} of {self.where} (connection field verify) cannot be "
+                f"read as PEM certificates ({err}): give the path of the PEM file of the CA that "
+                f"signed the dashboard's certificate, readable by the Airflow worker and triggerer."
+            ) from err
 
     def job_url(self, submission_id: str) -> str:
         """The job's page in the dashboard."""
@@ -83,17 +118,80 @@ def _check(endpoint: JobsEndpoint, response: Any, what: str) -> Any:
     if response.status_code < 400:
         return response
     body = response.text.strip()[:500]
+    proxy = (
+        "; or, if a proxy or an ingress before the dashboard authenticates requests, give the "
+        "headers it asks for in the connection's `headers` extra"
+    )
     if response.status_code == 401:
         raise RayConnectionError(
-            f"The Ray cluster of {endpoint.where} requires a token ({what}: {body}): {_AUTH_FIX}."
+            f"The Ray cluster of {endpoint.where} requires a token ({what}: {body}): {_AUTH_FIX}{proxy}."
         )
     if response.status_code == 403:
         raise RayConnectionError(
-            f"The Ray cluster of {endpoint.where} refused our token ({what}): {_AUTH_FIX}."
+            f"The Ray cluster of {endpoint.where} refused our token ({what}: {body}): {_AUTH_FIX}{proxy}."
         )
     raise RayConnectionError(
         f"The Ray Jobs API of {endpoint.where} answered {response.status_code} to {what}: {body}"
     )
+
+
+def _tls_failure(err: BaseException) -> ssl.SSLError | None:
+    """The TLS error under an httpx error (a certificate not trusted, a handshake refused)."""
+    seen: BaseException | None = err
+    while seen is not None:
+        if isinstance(seen, ssl.SSLError):
+            return seen
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
+def _untrusted(endpoint: JobsEndpoint, err: ssl.SSLError, what: str) -> RayConnectionError:
+    if isinstance(err, ssl.SSLCertVerificationError):
+        reason = f"its certificate is not trusted ({getattr(err, 'verify_message', None) or err})"
+    else:
+        reason = f"the TLS handshake failed ({getattr(err, 'reason', None) or err})"
+    return RayConnectionError(
+        f"HTTPS to {endpoint.url} of {endpoint.where} failed ({what}): {reason}. If the dashboard's "
+        f"certificate is signed by a private CA, set the connection's `verify` extra to the path of "
+        f"that CA's PEM bundle (or to false to skip the check, not advised)."
+    )
+
+
+class _Retries:
+    """When to try a call again: a 502/503/504 or a dropped connection, with exponential
+    backoff and jitter, within the endpoint's ``retry_for`` (or :data:`FIRST_CONTACT_RETRY` for
+    a connection error before the dashboard ever answered)."""
+
+    def __init__(self, endpoint: JobsEndpoint) -> None:
+        self.endpoint = endpoint
+        self.started = time.monotonic()
+        self.waited = 0.0
+        self.tries = 1
+
+    def wait(self, failure: Any, answered_before: bool, what: str) -> float | None:
+        """Seconds to wait before the next try, or ``None`` when time is up."""
+        limit = self.endpoint.retry_for
+        if isinstance(failure, BaseException) and not answered_before:
+            limit = min(limit, FIRST_CONTACT_RETRY)
+        wait = min(BACKOFF_MAX, BACKOFF_FIRST * 2 ** (self.tries - 1)) * random.uniform(0.5, 1.0)
+        if max(time.monotonic() - self.started, self.waited) + wait > limit:
+            return None
+        self.tries += 1
+        self.waited += wait
+        cause = f"answered {failure.status_code}" if not isinstance(failure, BaseException) else repr(failure)
+        log.warning(
+            "The Ray Jobs API of %s %s (%s); trying again in %.1f s", self.endpoint.where, cause, what, wait
+        )
+        return wait
+
+
+def _retryable(err: Exception, idempotent: bool) -> bool:
+    import httpx
+
+    if isinstance(err, (httpx.ConnectError, httpx.ConnectTimeout)):
+        return True  # the request never reached the dashboard
+    # The request may have reached it: tried again only when doing so twice does no harm.
+    return idempotent and isinstance(err, (httpx.ReadError, httpx.WriteError, httpx.RemoteProtocolError))
 
 
 def _unreachable(endpoint: JobsEndpoint, err: Exception, what: str) -> RayConnectionError:
@@ -123,16 +221,36 @@ class JobsClient:
         import httpx
 
         self.endpoint = endpoint
-        self._http = httpx.Client(base_url=endpoint.url, headers=endpoint.headers(), timeout=_timeout())
+        self._answered = False
+        self._http = httpx.Client(
+            base_url=endpoint.url, headers=endpoint.headers(), timeout=_timeout(), verify=endpoint.tls()
+        )
 
-    def _call(self, method: str, path: str, what: str, **kwargs: Any) -> Any:
+    def _call(self, method: str, path: str, what: str, idempotent: bool = True, **kwargs: Any) -> Any:
         import httpx
 
-        try:
-            response = self._http.request(method, path, **kwargs)
-        except httpx.HTTPError as err:
-            raise _unreachable(self.endpoint, err, what) from err
-        return response
+        retries = _Retries(self.endpoint)
+        while True:
+            failure: Any
+            try:
+                failure = response = self._http.request(method, path, **kwargs)
+            except httpx.HTTPError as err:
+                tls = _tls_failure(err)
+                if tls is not None:
+                    raise _untrusted(self.endpoint, tls, what) from err
+                if not _retryable(err, idempotent):
+                    raise _unreachable(self.endpoint, err, what) from err
+                failure = err
+            else:
+                if response.status_code not in RETRY_STATUSES:
+                    self._answered = True
+                    return response
+            wait = retries.wait(failure, self._answered, what)
+            if wait is None:
+                if isinstance(failure, Exception):
+                    raise _unreachable(self.endpoint, failure, what) from failure
+                return failure
+            time.sleep(wait)
 
     def version(self) -> dict[str, Any]:
         """The cluster's Ray version; fails within seconds when nothing (or no dashboard) answers."""
@@ -161,9 +279,18 @@ class JobsClient:
         )
 
     def submit(self, request: dict[str, Any]) -> str:
-        what = f"submitting job {request.get('submission_id')}"
-        response = _check(self.endpoint, self._call("POST", "/api/jobs/", what, json=request), what)
-        return str(_json(self.endpoint, response, what)["submission_id"])
+        submission_id = request.get("submission_id")
+        what = f"submitting job {submission_id}"
+        response = self._call("POST", "/api/jobs/", what, idempotent=False, json=request)
+        if (
+            response.status_code == 400
+            and submission_id
+            and "already exists" in response.text
+            and (self.info(str(submission_id)) or {}).get("entrypoint") == request.get("entrypoint")
+        ):
+            # A try that a proxy's 502/504 answered reached the dashboard after all.
+            return str(submission_id)
+        return str(_json(self.endpoint, _check(self.endpoint, response, what), what)["submission_id"])
 
     def info(self, submission_id: str) -> dict[str, Any] | None:
         """The job's status document, ``None`` when there is no such job."""
@@ -199,16 +326,36 @@ class AsyncJobsClient:
         import httpx
 
         self.endpoint = endpoint
-        self._http = httpx.AsyncClient(base_url=endpoint.url, headers=endpoint.headers(), timeout=_timeout())
+        self._answered = False
+        self._http = httpx.AsyncClient(
+            base_url=endpoint.url, headers=endpoint.headers(), timeout=_timeout(), verify=endpoint.tls()
+        )
 
     async def _call(self, method: str, path: str, what: str) -> Any:
         import httpx
 
-        try:
-            response = await self._http.request(method, path)
-        except httpx.HTTPError as err:
-            raise _unreachable(self.endpoint, err, what) from err
-        return response
+        retries = _Retries(self.endpoint)
+        while True:
+            failure: Any
+            try:
+                failure = response = await self._http.request(method, path)
+            except httpx.HTTPError as err:
+                tls = _tls_failure(err)
+                if tls is not None:
+                    raise _untrusted(self.endpoint, tls, what) from err
+                if not _retryable(err, idempotent=True):
+                    raise _unreachable(self.endpoint, err, what) from err
+                failure = err
+            else:
+                if response.status_code not in RETRY_STATUSES:
+                    self._answered = True
+                    return response
+            wait = retries.wait(failure, self._answered, what)
+            if wait is None:
+                if isinstance(failure, Exception):
+                    raise _unreachable(self.endpoint, failure, what) from failure
+                return failure
+            await asyncio.sleep(wait)
 
     async def info(self, submission_id: str) -> dict[str, Any] | None:
         response = await self._call("GET", f"/api/jobs/{submission_id}", f"reading job {submission_id}")

@@ -72,6 +72,8 @@ class RayConnectionSettings:
     transport: TransportKind = TransportKind.AUTO
     dashboard_url: str | None = None
     python: str = "python"
+    verify: bool | str = True
+    headers: dict[str, str] = field(default_factory=dict, repr=False)
 
     @classmethod
     def from_connection(cls, conn: Any, name: str | None = None) -> RayConnectionSettings:
@@ -87,6 +89,8 @@ class RayConnectionSettings:
             transport=TransportKind.parse(extra.get("transport"), conn_id),
             dashboard_url=(str(extra["dashboard_url"]).rstrip("/") if extra.get("dashboard_url") else None),
             python=_interpreter(extra.get("python"), conn_id),
+            verify=_verify(extra.get("verify"), conn_id),
+            headers=_headers(extra.get("headers"), conn_id),
         )
 
     @property
@@ -95,6 +99,37 @@ class RayConnectionSettings:
         if self.transport is TransportKind.AUTO:
             return self.address.kind is AddressKind.DASHBOARD
         return self.transport is TransportKind.JOBS
+
+
+def _verify(value: Any, conn_id: str) -> bool | str:
+    """The connection's ``verify`` extra: check the dashboard's TLS certificate against the
+    system's CAs (default), a CA bundle (its path), or not at all (false)."""
+    if value is None or value == "" or value is True:
+        return True
+    if value is False or (isinstance(value, str) and value.strip().lower() in ("false", "no", "0")):
+        return False
+    if isinstance(value, str) and value.strip().lower() in ("true", "yes", "1"):
+        return True
+    if not isinstance(value, str):
+        raise RayConfigurationError(
+            f"Connection {conn_id!r} field verify={value!r} is neither true, false nor the path of "
+            f"a CA bundle: give the PEM file of the CA that signed the dashboard's certificate (such "
+            f"as /etc/ssl/certs/company-ca.pem), or false to skip the check."
+        )
+    return value.strip()
+
+
+def _headers(value: Any, conn_id: str) -> dict[str, str]:
+    """The connection's ``headers`` extra: HTTP headers sent with every Jobs API call (an
+    authenticating proxy's)."""
+    headers = json_object(value, f"connection {conn_id!r} field headers")
+    bad = [name for name, text in headers.items() if not isinstance(text, str) or not name.strip()]
+    if bad:
+        raise RayConfigurationError(
+            f"Connection {conn_id!r} field headers must map header names to text values, as "
+            f'{{"X-Auth-Request-Token": "..."}}; these are not: {", ".join(map(repr, bad))}.'
+        )
+    return {str(name).strip(): str(text) for name, text in headers.items()}
 
 
 def _interpreter(value: Any, conn_id: str) -> str:
@@ -324,6 +359,7 @@ class RayHook(BaseHook):
 
         :param start: start the embedded cluster if it does not run (a triggerer only reads).
         """
+        from airflow_ray import config
         from airflow_ray.cluster.jobs_api import JobsEndpoint
 
         settings = self.settings
@@ -342,4 +378,11 @@ class RayHook(BaseHook):
             cluster.wait_for_dashboard(head)
             return JobsEndpoint(head.dashboard_url, self.describe(head.dashboard_url), cluster.token())
         url = settings.dashboard_url or settings.address.dashboard_url
-        return JobsEndpoint(url, self.describe(url), settings.token)
+        return JobsEndpoint(
+            url,
+            self.describe(url),
+            settings.token,
+            verify=settings.verify,
+            extra_headers=settings.headers,
+            retry_for=config.connect_timeout(),
+        )

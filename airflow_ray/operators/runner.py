@@ -286,8 +286,10 @@ class RayTaskRunner(ResumableJobMixin):
 
 
 def _submission_id(producer: Producer, try_number: int) -> str:
-    """The Ray job id of one try of one task instance: a second submission finds the first."""
+    """The Ray job id of one try of one task instance: a second submission finds the first, and
+    another deployment on the same cluster, whose run has the same id, never does."""
     from airflow_ray.cluster.jobs import submission_id_for
+    from airflow_ray.deployment import deployment_id
 
     p = producer
-    return submission_id_for(p.dag_id, p.task_id, p.run_id, p.map_index, try_number)
+    return submission_id_for(p.dag_id, p.task_id, p.run_id, p.map_index, try_number, deployment_id())

@@ -26,7 +26,15 @@ def test_connection_form_and_decorator():
     assert conn["connection-type"] == "ray"
     assert conn["hook-class-name"] == "airflow_ray.hooks.ray.RayHook"
     assert conn["ui-field-behaviour"]["relabeling"]["password"] == "Ray auth token"
-    assert set(conn["conn-fields"]) == {"runtime_env", "init_kwargs", "transport", "dashboard_url", "python"}
+    assert set(conn["conn-fields"]) == {
+        "runtime_env",
+        "init_kwargs",
+        "transport",
+        "dashboard_url",
+        "python",
+        "verify",
+        "headers",
+    }
     assert info["task-decorators"] == [{"class-name": "airflow_ray.decorators.ray.ray_task", "name": "ray"}]
     assert set(info["config"]["ray"]["options"]) == {
         "embedded_dir",

@@ -58,3 +58,21 @@ def test_a_port_of_zero_is_no_port(address, expected):
     # What Airflow's UI posts to test a connection saved without a port: Number(null) == 0.
     assert ClusterAddress.parse(address, 0).ray_init_address() == expected
     assert ClusterAddress.parse(None, 0).is_embedded
+
+
+@pytest.mark.parametrize(
+    ("address", "url"),
+    [
+        ("http://head:8265", "http://head:8265"),
+        ("http://head", "http://head:8265"),
+        ("https://ray.example.com", "https://ray.example.com:443"),
+        ("https://ray.example.com/", "https://ray.example.com:443"),
+        ("https://ray.example.com/ray/", "https://ray.example.com:443/ray"),
+        ("https://ray.example.com:8443/teams/ml/ray", "https://ray.example.com:8443/teams/ml/ray"),
+        ("HTTP://head:8265/ray/#/jobs", "http://head:8265/ray"),
+    ],
+)
+def test_a_dashboard_keeps_its_path_and_https_defaults_to_443(address, url):
+    parsed = ClusterAddress.parse(address)
+    assert parsed.kind is AddressKind.DASHBOARD
+    assert parsed.dashboard_url == url == str(parsed)

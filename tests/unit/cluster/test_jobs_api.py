@@ -147,3 +147,154 @@ def test_the_async_client_reads_the_same_way():
             await jobs.close()
 
     assert asyncio.run(run()) == [{"status": "STOPPED"}, None, "out\n"]
+
+
+# -- dashboards as deployed: a path, a private CA, a proxy's headers, retries ----------------
+
+
+def retrying_client(
+    handler, retry_for: float = 10.0, sleeps: list | None = None, monkeypatch=None
+) -> JobsClient:
+    endpoint = JobsEndpoint(
+        "https://ray.example.com:443/ray", "connection 'ray_ingress'", "secret-token",
+        extra_headers={"X-Auth-Request-Token": "proxy-secret"}, retry_for=retry_for,
+    )  # fmt: skip
+    jobs = JobsClient(endpoint)
+    jobs._http = httpx.Client(
+        base_url=endpoint.url, headers=endpoint.headers(), transport=httpx.MockTransport(handler)
+    )
+    return jobs
+
+
+@pytest.fixture
+def slept(monkeypatch) -> list[float]:
+    """The waits between tries, taken at once."""
+    waits: list[float] = []
+    monkeypatch.setattr("airflow_ray.cluster.jobs_api.time.sleep", waits.append)
+    return waits
+
+
+def test_calls_keep_the_path_and_send_the_proxys_headers_with_the_token(slept):
+    seen: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return httpx.Response(200, json={"ray_version": "2.60.0"})
+
+    retrying_client(handler).version()
+    assert str(seen[0].url) == "https://ray.example.com/ray/api/version"
+    assert seen[0].headers["X-Auth-Request-Token"] == "proxy-secret"
+    assert seen[0].headers["Authorization"] == "Bearer secret-token"
+    assert "proxy-secret" not in repr(JobsEndpoint("u", "w", extra_headers={"X": "proxy-secret"}))
+
+
+def test_a_proxy_answering_503_while_the_dashboard_restarts_is_tried_again_with_growing_waits(slept):
+    answers = iter([503, 502, 504, 200])
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        status = next(answers)
+        return httpx.Response(status, json={"submission_id": "j", "status": "RUNNING"})
+
+    assert retrying_client(handler).info("j") == {"submission_id": "j", "status": "RUNNING"}
+    assert len(slept) == 3
+    assert all(0 < wait <= 5 for wait in slept) and slept[2] > slept[0]
+
+
+def test_a_proxy_that_stays_down_gives_its_answer_once_the_time_is_up(slept):
+    client = retrying_client(lambda request: httpx.Response(502, text="Bad Gateway"), retry_for=3)
+    with pytest.raises(RayConnectionError, match="answered 502 to reading job j: Bad Gateway"):
+        client.info("j")
+    assert 0 < sum(slept) <= 3
+
+
+def test_a_dashboard_never_reached_fails_within_seconds_and_one_that_answered_before_is_waited_for(slept):
+    def refused(request: httpx.Request) -> httpx.Response:
+        raise httpx.ConnectError("Connection refused")
+
+    with pytest.raises(RayConnectionError, match="Cannot reach the Ray Jobs API"):
+        retrying_client(refused, retry_for=30).info("j")
+    assert sum(slept) <= 2  # FIRST_CONTACT_RETRY, not the 30 s of retry_for
+    slept.clear()
+
+    calls = iter(["ok", "refused", "refused", "refused", "refused", "ok"])
+
+    def restarting(request: httpx.Request) -> httpx.Response:
+        if next(calls) == "refused":
+            raise httpx.ConnectError("Connection refused")
+        return httpx.Response(200, json={"submission_id": "j", "status": "RUNNING"})
+
+    client = retrying_client(restarting, retry_for=30)
+    client.info("j")  # it answered once
+    assert client.info("j")["status"] == "RUNNING"  # the proxy restarted in between
+    assert len(slept) == 4
+
+
+def test_a_submission_whose_answer_was_lost_is_not_sent_twice(slept):
+    sent: list[str] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        sent.append(request.method)
+        raise httpx.ReadError("Connection reset by peer")
+
+    with pytest.raises(RayConnectionError):
+        retrying_client(handler).submit({"submission_id": "j", "entrypoint": "python -m x"})
+    assert sent == ["POST"] and slept == []
+
+
+def test_a_submission_retried_after_a_504_that_had_reached_the_dashboard_is_the_same_job(slept):
+    answers = iter(
+        [
+            httpx.Response(504, text="Gateway Timeout"),
+            httpx.Response(
+                400, text="Job with submission_id j already exists. Please use a different submission_id."
+            ),
+            httpx.Response(
+                200, json={"submission_id": "j", "status": "PENDING", "entrypoint": "python -m x"}
+            ),
+        ]
+    )
+    client = retrying_client(lambda request: next(answers))
+    assert client.submit({"submission_id": "j", "entrypoint": "python -m x"}) == "j"
+
+
+def test_a_certificate_signed_by_an_unknown_ca_fails_at_once_saying_to_set_verify(slept):
+    import ssl
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        try:
+            raise ssl.SSLCertVerificationError(
+                1, "certificate verify failed: unable to get local issuer certificate"
+            )
+        except ssl.SSLError as err:
+            raise httpx.ConnectError("TLS failed") from err
+
+    with pytest.raises(RayConnectionError, match="verify` extra to the path of that CA's PEM bundle"):
+        retrying_client(handler).version()
+    assert slept == []
+
+
+def test_a_ca_bundle_that_cannot_be_read_is_named(tmp_path):
+    bundle = tmp_path / "not-a-ca.pem"
+    bundle.write_text("not a certificate")
+    for path in (bundle, tmp_path / "missing.pem"):
+        endpoint = JobsEndpoint("https://ray.example.com", "connection 'ray_ingress'", verify=str(path))
+        with pytest.raises(RayConnectionError, match=f"The CA bundle '{path}'.*connection field verify"):
+            JobsClient(endpoint)
+
+
+def test_the_triggerers_client_is_tried_again_too(monkeypatch):
+    answers = iter([503, 200])
+
+    async def no_wait(seconds: float) -> None:
+        return None
+
+    monkeypatch.setattr("airflow_ray.cluster.jobs_api.asyncio.sleep", no_wait)
+    endpoint = JobsEndpoint("http://head:8265", "connection 'ray_jobs'", retry_for=10)
+    jobs = AsyncJobsClient(endpoint)
+    jobs._http = httpx.AsyncClient(
+        base_url=endpoint.url,
+        transport=httpx.MockTransport(
+            lambda request: httpx.Response(next(answers), json={"status": "RUNNING"})
+        ),
+    )
+    assert asyncio.run(jobs.info("j")) == {"status": "RUNNING"}

@@ -173,3 +173,39 @@ def test_a_driver_connection_to_a_dashboard_fails_its_test_without_connecting(co
     assert (
         not ok and "asks for transport 'driver' but its address http://head:8265 is a dashboard's" in message
     )
+
+
+def test_a_dashboard_behind_an_ingress_gets_its_path_ca_bundle_and_proxy_headers(conn_env, tmp_path):
+    conn_env(
+        "ray_ingress",
+        host="https://ray.example.com/ray/",
+        password="tok",
+        extra={"verify": str(tmp_path / "ca.pem"), "headers": {"X-Auth-Request-Token": "proxy-secret"}},
+    )
+    settings = RayHook("ray_ingress").settings
+    assert settings.address.dashboard_url == "https://ray.example.com:443/ray"
+    assert settings.verify == str(tmp_path / "ca.pem")
+    assert settings.headers == {"X-Auth-Request-Token": "proxy-secret"}
+    assert "proxy-secret" not in repr(settings)
+
+
+@pytest.mark.parametrize(
+    ("value", "verify"), [(None, True), ("", True), (False, False), ("false", False), ("true", True)]
+)
+def test_verify_is_true_false_or_a_path(conn_env, value, verify):
+    conn_env("ray_verify", host="https://ray.example.com", extra={"verify": value})
+    assert RayHook("ray_verify").settings.verify is verify
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        ({"verify": 3}, "field verify=3 is neither true, false nor the path of a CA bundle"),
+        ({"headers": ["X-Token: a"]}, "field headers must be a dict"),
+        ({"headers": {"X-Token": 5}}, "these are not: 'X-Token'"),
+    ],
+)
+def test_bad_verify_or_headers_are_named(conn_env, extra, message):
+    conn_env("ray_bad_tls", host="https://ray.example.com", extra=extra)
+    with pytest.raises(RayConfigurationError, match=message.replace("(", r"\(")):
+        RayHook("ray_bad_tls").settings

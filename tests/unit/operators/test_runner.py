@@ -147,3 +147,18 @@ def test_an_unpinned_result_is_taken_as_the_value():
     op._bind(context())
     assert op._finish(Call("d.t", "c1"), {**RESUME, "pinned": False}, Returned({"type": "int"})) == 42
     assert transport.taken == [Call("d.t", "c1")] and op._result["value"] == 42
+
+
+def test_the_job_id_of_a_try_is_its_deployments_own(monkeypatch):
+    """Staging and production name a day's run alike: each finds its own job, never the other's."""
+    from airflow_ray import deployment
+    from airflow_ray._remote.protocol import Producer
+    from airflow_ray.operators.runner import _submission_id
+
+    producer = Producer("dag", "manual__2026-01-02T00:00:00+00:00", "task", -1, "return_value")
+    ids = {}
+    for name in ("staging", "production"):
+        monkeypatch.setattr(deployment, "deployment_id", lambda name=name: name)
+        ids[name] = _submission_id(producer, 1)
+        assert ids[name] == _submission_id(producer, 1)  # a second submission of the try finds it
+    assert ids["staging"] != ids["production"]

@@ -93,8 +93,10 @@ def from_cluster_config(data: bytes | None) -> list[NodeType] | None:
     """The node types of a serialized ``ClusterConfig`` (``None``: none published)."""
     if not data:
         return None
-    from ray.core.generated.autoscaler_pb2 import ClusterConfig  # type: ignore[attr-defined]
-
+    try:
+        from ray.core.generated.autoscaler_pb2 import ClusterConfig  # type: ignore[attr-defined]
+    except ImportError:  # an older Ray than the one that wrote it: no published node types
+        return None
     config = ClusterConfig.FromString(data)
     if not config.node_group_configs:
         return None

@@ -163,3 +163,9 @@ def jobs_inline_max_bytes() -> int:
     value = _positive_int("jobs_inline_max_bytes", DEFAULT_JOBS_INLINE_MAX_BYTES)
     assert value is not None
     return value
+
+
+def schedule_timeout() -> float | None:
+    """Seconds a Ray task may wait to start (for a free node, or one the autoscaler launches)
+    before it is cancelled and fails; ``None`` (the default): no limit."""
+    return _positive_float("schedule_timeout", None)

@@ -28,6 +28,10 @@ class RayTaskFailedError(AirflowRayError):
     """The Ray task running the callable failed outside the callable (worker crash, OOM, cancel)."""
 
 
+class RayScheduleTimeoutError(RayTaskFailedError):
+    """A Ray task did not start within ``[ray] schedule_timeout`` (no node for it came up)."""
+
+
 class RemoteCallableError(AirflowRayError):
     """The callable raised inside Ray and its exception could not be re-raised as itself.
 

@@ -199,6 +199,16 @@ def get_provider_info() -> dict[str, Any]:
                         "example": "16777216",
                         "default": "1048576",
                     },
+                    "schedule_timeout": {
+                        "description": "Seconds a Ray task may wait to start: for resources to free "
+                        "up, or for a node that the cluster's autoscaler launches (a worker group that "
+                        "scaled to zero). Past it the task is cancelled and fails with an error naming "
+                        "this setting. Empty: wait without a limit.",
+                        "version_added": "0.1.0",
+                        "type": "float",
+                        "example": "900",
+                        "default": "",
+                    },
                     "connect_timeout": {
                         "description": "Seconds that connecting to a Ray cluster may take before "
                         "the task fails with an error naming the connection and address; also how "

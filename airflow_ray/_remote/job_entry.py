@@ -85,12 +85,16 @@ def run(request: Request, out: _Writer) -> None:
     """Submit the callable through the owner and follow it to its end."""
     import ray
 
+    from airflow_ray._remote import autoscaling
     from airflow_ray._remote.placement import unmet
 
     args = request["arguments"]
-    shortfall = unmet(args["demand"], ray.nodes())
+    nodes = ray.nodes()
+    # The autoscaler is asked only when no live node fits: the common case costs nothing more.
+    scaler = autoscaling.read() if unmet(args["demand"], nodes) is not None else None
+    shortfall = autoscaling.unreachable(args["demand"], nodes, scaler)
     if shortfall is not None:
-        out.record("infeasible", demand=args["demand"], largest=shortfall)
+        out.record("infeasible", demand=args["demand"], largest=shortfall, autoscaled=scaler is not None)
         return
     owner = _owner(request["owner"])
     current, namespace = request["owner"]["name"], request["owner"]["namespace"]
@@ -124,8 +128,10 @@ def run(request: Request, out: _Writer) -> None:
     signal.signal(signal.SIGTERM, stop)
     out.record("begin", call_id=call_id)
     offset = 0
-    submitted = time.monotonic()
-    notice = submitted + _WAIT_NOTICE
+    check = autoscaling.StartCheck(
+        args["demand"], args.get("schedule_timeout"), -1 if scaler is None else scaler.current
+    )
+    notice = check.since + _WAIT_NOTICE
     while True:
         reply = PollReply.from_wire(ray.get(owner.poll.remote(call_id, offset, _POLL_INTERVAL)))
         for text in reply.output:
@@ -133,13 +139,28 @@ def run(request: Request, out: _Writer) -> None:
         offset = reply.offset
         if reply.state.is_terminal():
             break
-        if not reply.started and time.monotonic() > notice:
+        if reply.started:
+            continue
+        largest = check.never()
+        if largest is not None:
+            ray.get(owner.cancel.remote(call_id), timeout=10)
+            out.record("infeasible", demand=args["demand"], largest=largest, autoscaled=True)
+            return
+        if check.timed_out():
+            ray.get(owner.cancel.remote(call_id), timeout=10)
+            out.record("unscheduled", demand=args["demand"], timeout=check.timeout, pending=check.pending())
+            return
+        if time.monotonic() > notice:
             notice = time.monotonic() + _WAIT_NOTICE
             free = {k: round(v, 2) for k, v in ray.available_resources().items() if "node:" not in k}
             setting_up = " or for Ray to set up its runtime_env" if args["options"].get("runtime_env") else ""
+            launching = check.pending()
+            launching = (
+                f"; the cluster's autoscaler is launching nodes of type: {launching}" if launching else ""
+            )
             out.output(
-                f"The Ray task has not started after {time.monotonic() - submitted:.0f} s: it waits for "
-                f"the resources it asked for{setting_up} (free in the cluster now: {free})\n"
+                f"The Ray task has not started after {check.elapsed():.0f} s: it waits for "
+                f"the resources it asked for{setting_up} (free in the cluster now: {free}){launching}\n"
             )
     wire = reply.to_wire()
     if wire["error"] is not None:

@@ -26,7 +26,7 @@ from airflow_ray.cluster.transport import (
 from airflow_ray.exceptions import RayConfigurationError, RayTaskFailedError
 
 if TYPE_CHECKING:
-    pass
+    from airflow_ray._remote.autoscaling import StartCheck
 
 log = logging.getLogger(__name__)
 _POLL_INTERVAL = 0.5
@@ -46,7 +46,14 @@ class WaitNotice:
         self.since = time.monotonic()
         self.next = self.since + every
 
-    def tick(self, log: Any, free: Callable[[], dict[str, float]]) -> None:
+    def tick(
+        self, log: Any, free: Callable[[], dict[str, float]], pending: Callable[[], str] | None = None
+    ) -> None:
+        """Speak if ``every`` seconds passed since it last spoke.
+
+        :param free: the cluster's free resources.
+        :param pending: the node types the cluster's autoscaler is launching (empty: none).
+        """
         now = time.monotonic()
         if now < self.next:
             return
@@ -55,12 +62,14 @@ class WaitNotice:
             available = {k: round(v, 2) for k, v in free().items() if "node:" not in k}
         except Exception:  # noqa: BLE001 - only for the message
             available = {}
+        launching = pending() if pending is not None else ""
         (log or logging.getLogger(__name__)).info(
             "Ray task %s has not started after %.0f s: it waits for the resources it asked for, or "
-            "for Ray to set up its runtime_env if it has one (free in the cluster now: %s)",
+            "for Ray to set up its runtime_env if it has one (free in the cluster now: %s)%s",
             self.name,
             now - self.since,
             available or "unknown",
+            f"; the cluster's autoscaler is launching nodes of type: {launching}" if launching else "",
         )
 
 
@@ -107,11 +116,25 @@ class DriverTransport(OwnedResults):
         import ray
 
         from airflow_ray import config
+        from airflow_ray._remote import autoscaling
+        from airflow_ray._remote.placement import unmet
         from airflow_ray.cluster.byvalue import register_by_value
         from airflow_ray.cluster.resources import check_feasible
 
         owner = self.owner
-        check_feasible(spec.resources, ray.nodes(), where=self.hook.describe())
+        nodes = ray.nodes()
+        demand = spec.resources.demand()
+        # The autoscaler is asked only when no live node fits: the common case costs nothing more.
+        scaler = autoscaling.read() if unmet(demand, nodes) is not None else None
+        check_feasible(spec.resources, nodes, where=self.hook.describe(), scaler=scaler)
+        if scaler is not None:
+            log.info(
+                "No node of %s can run Ray task %s now: it waits for the cluster's autoscaler to "
+                "launch one%s",
+                self.hook.describe(),
+                spec.name,
+                f" (launching: {scaler.describe_pending()})" if scaler.pending else "",
+            )
         register_by_value()  # modules the DAG imported since the owner was found
         options = self.task_options(spec)
         try:
@@ -143,13 +166,25 @@ class DriverTransport(OwnedResults):
             raise RayConfigurationError(
                 f"Ray refused task {spec.name} with options {options!r}: {err}"
             ) from err
+        self._demands[call_id] = (demand, -1 if scaler is None else scaler.current)
         return Call(spec.name, call_id)
+
+    @cached_property
+    def _demands(self) -> dict[str, tuple[dict[str, float], int]]:
+        """``{call id: (what it asks for, the cluster's resource state version then)}`` of the tasks
+        this transport submitted."""
+        return {}
 
     def follow(self, call: Call, on_output: Callable[[str], None], log: Any) -> Returned:
         import ray
 
+        from airflow_ray import config
+        from airflow_ray._remote.autoscaling import StartCheck
+
         offset = 0
         waiting = WaitNotice(call.name)
+        demand, version = self._demands.pop(call.call_id, (None, -1))
+        check = StartCheck(demand, config.schedule_timeout(), version)
         while True:
             # A short long-poll returns to Python between calls, so that signal handlers
             # (Airflow's execution_timeout, SIGTERM) run while a long task is silent.
@@ -167,7 +202,8 @@ class DriverTransport(OwnedResults):
             offset = reply.offset
             if not reply.state.is_terminal():
                 if not reply.started:
-                    waiting.tick(log, ray.available_resources)
+                    self._check_start(call, check)
+                    waiting.tick(log, ray.available_resources, check.pending)
                 continue
             if reply.state is CallState.DONE and reply.returned is not None:
                 return reply.returned
@@ -175,6 +211,21 @@ class DriverTransport(OwnedResults):
             if error.kind is ErrorKind.TASK and self._embedded_gone():
                 error = CallError(ErrorKind.TASK, f"{error.message}\n{EMBEDDED_GONE}")
             raise_call_error(call.name, error, log)
+
+    def _check_start(self, call: Call, check: StartCheck) -> None:
+        """Cancel and fail a task that waits for a node that will never come, or for longer than
+        ``[ray] schedule_timeout``."""
+        from airflow_ray.cluster.resources import infeasible, not_started
+
+        largest = check.never()
+        if largest is not None:
+            self.cancel(call)
+            assert check.demand is not None
+            raise infeasible(check.demand, largest, self.hook.describe(), autoscaled=True)
+        if check.timed_out():
+            self.cancel(call)
+            assert check.timeout is not None
+            raise not_started(call.name, check.demand, check.timeout, check.pending(), self.hook.describe())
 
     def _embedded_gone(self) -> bool:
         """Whether this connection's cluster is the embedded one, and it does not run any more."""

@@ -51,7 +51,7 @@ log = logging.getLogger(__name__)
 ENTRYPOINT_MODULE = "airflow_ray._remote.job_entry"
 POLL_INTERVAL = 0.25
 # The records that answer a task's job: its end, or why it could not run.
-ANSWERS = ("end", "infeasible", "too_big")
+ANSWERS = ("end", "infeasible", "unscheduled", "too_big")
 LOG_TAIL_LINES = 20
 # A job that cannot even start its entrypoint (a runtime_env that fails to build) ends on its own.
 _ANSWER_TIMEOUT = 600.0
@@ -96,10 +96,16 @@ class LogReader:
 def outcome(record: dict[str, Any], name: str, where: str, log: Any) -> Returned:
     """What an ``end`` (or ``infeasible``) record means: the result's description, or the error."""
     from airflow_ray._remote.job_entry import decode_bytes
-    from airflow_ray.cluster.resources import infeasible
+    from airflow_ray.cluster.resources import infeasible, not_started
 
     if record["event"] == "infeasible":
-        raise infeasible(record["demand"], record["largest"], where)
+        raise infeasible(
+            record["demand"], record["largest"], where, autoscaled=bool(record.get("autoscaled"))
+        )
+    if record["event"] == "unscheduled":
+        raise not_started(
+            name, record["demand"], float(record["timeout"]), record.get("pending") or "", where
+        )
     if record["event"] == "too_big":
         raise RayResultTooLargeError(
             f"The result of Ray task {name} is {record['size']} bytes pickled, more than the "
@@ -321,6 +327,7 @@ class JobsTransport(OwnedResults):
             "requires": spec.requires,
             "environ": spec.environ,
             "demand": spec.resources.demand(),
+            "schedule_timeout": config.schedule_timeout(),
             "max_bytes": config.jobs_inline_max_bytes(),
             "small_bytes": spec.small_bytes,
         }

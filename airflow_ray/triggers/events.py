@@ -63,7 +63,7 @@ def _resume(document: dict[str, Any]) -> dict[str, Any]:
 @dataclass(frozen=True)
 class JobAnswered:
     """The job's entrypoint answered: ``record`` is its ``end`` (or ``infeasible``,
-    ``too_big``) record, read by :func:`airflow_ray.cluster.jobs.outcome`."""
+    ``unscheduled``, ``too_big``) record, read by :func:`airflow_ray.cluster.jobs.outcome`."""
 
     status: ClassVar[str] = "answered"
     resume: dict[str, Any]

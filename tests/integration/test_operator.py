@@ -237,6 +237,8 @@ def test_unschedulable_request_fails_fast_with_a_clear_error(ray_cluster, capfd)
     out = capfd.readouterr().out
     assert "can run a task asking for CPU=1, GPU=1" in out
     assert "GPU=0" in out
+    # Ray's read-only stand-in for an autoscaler on a head started without one is not taken for one.
+    assert "its autoscaler can launch" not in out
 
 
 TICKS = 80  # 20 s, well past the execution_timeout

@@ -44,6 +44,7 @@ def test_defaults(airflow_home):
     assert config.jobs_inline_max_bytes() == 1024 * 1024
     assert config.orphan_timeout() == 900.0
     assert config.inline_max_bytes() == 64 * 1024
+    assert config.schedule_timeout() is None
 
 
 @pytest.mark.parametrize("option", OPTIONS)
@@ -74,6 +75,7 @@ VALUES = [
     ("jobs_inline_max_bytes", "4096", 4096),
     ("orphan_timeout", "60", 60.0),
     ("inline_max_bytes", "0", 0),
+    ("schedule_timeout", "90", 90.0),
 ]
 
 

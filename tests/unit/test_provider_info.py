@@ -50,6 +50,7 @@ def test_connection_form_and_decorator():
         "jobs_inline_max_bytes",
         "orphan_timeout",
         "inline_max_bytes",
+        "schedule_timeout",
     }
 
 

@@ -62,9 +62,7 @@ def _when(started: str) -> str:
     import datetime
 
     try:
-        return datetime.datetime.fromtimestamp(float(started), tz=datetime.UTC).isoformat(
-            timespec="seconds"
-        )
+        return datetime.datetime.fromtimestamp(float(started), tz=datetime.UTC).isoformat(timespec="seconds")
     except ValueError:
         return started
 

@@ -57,7 +57,18 @@ def _read() -> str | None:
     else:
         from airflow.models.variable import Variable as StoredVariable
 
-        value = StoredVariable.get(VARIABLE, default_var=None)
+        try:
+            value = StoredVariable.get(VARIABLE, default_var=None)
+        except Exception as err:  # the DB's own error: no DB, not migrated, unreachable
+            from airflow_ray.exceptions import RayConfigurationError
+
+            raise RayConfigurationError(
+                f"airflow-ray names this deployment's Ray owner actors after the Airflow Variable "
+                f"{VARIABLE!r}, and this process, outside an Airflow task, cannot read it from the "
+                f"metadata DB ({type(err).__name__}: {str(err).splitlines()[0][:200]}). Run it where "
+                f"Airflow's metadata DB is configured, or set AIRFLOW_VAR_AIRFLOW_RAY_DEPLOYMENT to "
+                f"the deployment's id (the value of that Variable)."
+            ) from err
     return None if value is None else str(value).strip()
 
 

@@ -76,6 +76,9 @@ def main() -> None:
             "AIRFLOW__RAY__EMBEDDED_OBJECT_STORE_MEMORY": str((300 if args.smoke else 6 * 1024) * MB),
             "RAY_USAGE_STATS_ENABLED": "0",
             "AWS_EC2_METADATA_DISABLED": "true",
+            # No metadata DB here (it calls airflow_ray directly): the deployment's id, which
+            # names the owner actors, is given instead of read from the DB.
+            "AIRFLOW_VAR_AIRFLOW_RAY_DEPLOYMENT": "benchcheckpoint",
         }
     )
     _common.use_cluster(args)

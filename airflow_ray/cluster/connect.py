@@ -7,6 +7,7 @@ given time, with a message naming what was tried and the likely fix.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import socket
 import threading
@@ -178,6 +179,11 @@ def init_bounded(init_kwargs: dict[str, Any], *, where: str, timeout: float) -> 
         )
     if error is None:
         return
+    # A failed ray.init can leave half of a connection behind (a Ray Client session whose server
+    # did not start, a node object without its GCS client), on which the next ray.init in this
+    # process trips: drop it, so that the next task in this process connects afresh.
+    with contextlib.suppress(Exception):
+        ray.shutdown()
     if isinstance(error, ray.exceptions.AuthenticationError):
         raise RayConnectionError(f"The Ray cluster of {where} refused our token: {_AUTH_FIX}.") from error
     if isinstance(error, RuntimeError) and str(error).startswith("Version mismatch"):

@@ -45,6 +45,10 @@ FIGURES: dict[str, list[tuple[str, int]]] = {
         (rf"^  task body with them +{NUMBER} ms +{NUMBER}x$", 1),
         (rf"^  overhead per task +{NUMBER} ms$", 1),
     ],
+    "dashboard.py": [
+        (rf"^  (?:without|with) dashboard +{NUMBER} +{NUMBER} +{NUMBER}$", 2),
+        (rf"^  dashboard / without: start {NUMBER}x, processes {NUMBER}x, pss {NUMBER}x$", 1),
+    ],
     "handoff.py": [
         # the backends that carry both kinds, and a pandas DataFrame through every backend
         (rf"^(?:a: RayXComBackend|d: floor \(one driver\)) +numpy +1 +{NUMBER} +{NUMBER}x +{NUMBER}x ", 2),
@@ -77,6 +81,7 @@ ORDER = [
     "overhead.py",
     "retention.py",
     "checkpoint.py",
+    "dashboard.py",
     "connections.py",
 ]
 # One at a time: run side by side, the scripts' clusters, jobs and Ray Client servers starved
@@ -92,9 +97,10 @@ OWN_CLUSTER = {"retention.py"}
 # smoke run compares 1 x 2 with 2 x 1: the same code path, with actors that can start.
 EXTRA_OPTIONS = {"xgboost_train.py": ["--configs", "1x2,2x1"]}
 # No Airflow metadata DB: it calls airflow_ray directly.
-NO_DB = {"checkpoint.py", "connections.py"}
-# No Ray cluster: it measures the steps around the Ray hop in one process.
-NO_CLUSTER = {"connections.py"}
+NO_DB = {"checkpoint.py", "connections.py", "dashboard.py"}
+# No shared Ray cluster: connections.py measures the steps around the Ray hop in one process;
+# dashboard.py starts heads of its own (with and without a dashboard) and measures them.
+NO_CLUSTER = {"connections.py", "dashboard.py"}
 MB = 1024 * 1024
 
 

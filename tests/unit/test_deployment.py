@@ -53,3 +53,18 @@ def test_owners_of_one_deployment_share_a_scope_that_no_other_deployment_starts_
     assert "airflow_ray_owner_staging01_fedcba9876".startswith(staging)
     assert not "airflow_ray_owner_staging012_0123456789".startswith(staging)
     assert not "airflow_ray_owner_prod_0123456789".startswith(staging)
+
+
+def test_outside_a_task_without_a_metadata_db_the_error_says_what_to_set(monkeypatch, tmp_path):
+    from airflow_ray.exceptions import RayConfigurationError
+
+    monkeypatch.delenv("AIRFLOW_VAR_AIRFLOW_RAY_DEPLOYMENT", raising=False)
+
+    def no_table(*args, **kwargs):
+        raise RuntimeError("(sqlite3.OperationalError) no such table: variable\n[SQL: SELECT ...]")
+
+    monkeypatch.setattr("airflow.models.variable.Variable.get", no_table)
+    with pytest.raises(
+        RayConfigurationError, match=r"no such table: variable.*AIRFLOW_VAR_AIRFLOW_RAY_DEPLOYMENT"
+    ):
+        deployment.deployment_id()

@@ -67,6 +67,11 @@ setup(
             "apache-airflow-providers-openlineage>=2.0",
             # Certificates of the TLS reverse proxy that the dashboard tests put before a cluster.
             "trustme>=1.1",
+            # The deployment test with the CeleryExecutor (two workers as two hosts, the broker on
+            # the tests' PostgreSQL through kombu's SQLAlchemy transport). celery 5.7.0 breaks
+            # provider 3.26.0 (cannot import name 'retry' from 'celery.backends.database'): the
+            # lock pins celery 5.6.3 and kombu 5.6.2.
+            "apache-airflow-providers-celery>=3.26",
         ],
         # build and twine: make dist (pinned by requirements/lock.txt).
         "dev": ["ruff>=0.6", "mypy>=1.10", "tox>=4", "build>=1.2", "twine>=6.1"],

@@ -24,21 +24,22 @@ def hand_over(
     """``args`` and ``kwargs`` with references replaced by slots, the task's inputs, and the
     references they are (to restore one that the task's job finds gone).
 
-    A value the cluster lost is restored from its checkpoint first. A reference to another
-    cluster (another connection) cannot be handed over inside this one: its value is fetched.
+    A value the cluster lost is restored from its checkpoint first. A reference made through
+    another connection is handed over too when this connection's cluster holds it (two
+    connections to one cluster, say one by GCS address for the driver transport and one by
+    dashboard for the Jobs API); only a result of another cluster is fetched.
 
     :raises RayObjectLostError: when an input is gone and has no checkpoint.
     """
     found: list[RayXComReference] = []
     slots: dict[str, int] = {}
+    here = _held_here(_foreign(args, kwargs, transport), transport)
 
     def to_slot(node: Any) -> Any:
-        reference = node if isinstance(node, RayXComReference) else None
-        if isinstance(node, str):
-            reference = RayXComReference.from_token(node)
+        reference = _reference(node)
         if reference is None:
             return UNCHANGED
-        if reference.conn_id != transport.conn_id:
+        if reference.conn_id != transport.conn_id and reference.pin not in here:
             return materialize(reference)
         if reference.pin not in slots:
             slots[reference.pin] = len(found)
@@ -50,6 +51,38 @@ def hand_over(
     if found and not transport.checks_inputs:
         ensure_in_cluster(found, transport)
     return args, kwargs, [input_of(reference) for reference in found], found
+
+
+def _reference(node: Any) -> RayXComReference | None:
+    if isinstance(node, str):
+        return RayXComReference.from_token(node)
+    return node if isinstance(node, RayXComReference) else None
+
+
+def _foreign(args: tuple[Any, ...], kwargs: dict[str, Any], transport: Transport) -> list[RayXComReference]:
+    """The references among the arguments that another connection made."""
+    foreign: list[RayXComReference] = []
+
+    def collect(node: Any) -> Any:
+        reference = _reference(node)
+        if reference is not None and reference.conn_id != transport.conn_id:
+            foreign.append(reference)
+        return UNCHANGED
+
+    map_tree(tuple(args), collect)
+    map_tree(dict(kwargs), collect)
+    return foreign
+
+
+def _held_here(references: list[RayXComReference], transport: Transport) -> set[str]:
+    """The pin keys of ``references`` that the cluster of ``transport`` holds: its owner actors
+    are looked up by name in its namespace, so only a reference of that namespace can be."""
+    candidates = {r.pin: r for r in references if r.namespace == transport.namespace}
+    if not candidates:
+        return set()
+    inputs = [input_of(reference) for reference in candidates.values()]
+    gone = {item.pin for item in transport.missing(inputs)}
+    return {item.pin for item in inputs} - gone
 
 
 def submit(transport: Transport, spec: TaskSpec, references: list[RayXComReference]) -> Call:

@@ -6,6 +6,7 @@ server, and to stop them (each in a session of its own, its output in a log file
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -55,6 +56,25 @@ class AirflowProcess:
             except psutil.NoSuchProcess:
                 pass
         self.process.wait(timeout=10)
+
+    def kill(self, timeout: float = STOP_TIMEOUT) -> None:
+        """SIGKILL every process of its session at once, as a host that loses power: no process
+        of it gets to clean up, its children included."""
+        session = [p for p in psutil.process_iter() if _session_of(p) == self.process.pid]
+        for member in session:
+            try:
+                member.kill()
+            except psutil.NoSuchProcess:
+                pass
+        psutil.wait_procs(session, timeout=timeout)
+        self.process.wait(timeout=10)
+
+
+def _session_of(process: psutil.Process) -> int | None:
+    try:
+        return os.getsid(process.pid)
+    except (ProcessLookupError, PermissionError):
+        return None
 
 
 @dataclass

@@ -40,6 +40,30 @@ def test_a_result_of_another_cluster_is_fetched_not_handed_over(clusters, checkp
     assert inputs == [] and found == []
 
 
+def test_a_result_of_another_connection_to_this_cluster_is_handed_over_not_fetched(clusters, checkpoints):
+    # One cluster, two connections: by GCS address (driver transport) and by dashboard (Jobs API).
+    clusters["by_gcs"] = by_gcs = FakeTransport("by_gcs")
+    by_dashboard = FakeTransport("by_dashboard", checks_inputs=True)
+    made = by_gcs.reference(producer("x"), value=b"200 MB")
+    by_dashboard.pins[made.pin] = by_gcs.pins[made.pin]
+
+    args, _, inputs, found = hand_over((made, made.token()), {}, by_dashboard)
+    assert args == (ref_slot(0), ref_slot(0))
+    assert inputs == [input_of(made)] and found == [made]
+    assert by_gcs.fetched == [] and by_dashboard.fetched == []
+    assert by_dashboard.asked_missing == [[input_of(made)]]  # asked once per call
+
+
+def test_a_result_of_another_namespace_is_fetched_without_asking(clusters, checkpoints):
+    clusters["other"] = other = FakeTransport("other", namespace="team_b")
+    here = FakeTransport("here")
+    elsewhere = other.reference(producer("x"), value=5)
+
+    args, _, inputs, _ = hand_over((elsewhere,), {}, here)
+    assert args == (5,) and inputs == []
+    assert here.asked_missing == []
+
+
 def test_lost_inputs_are_restored_before_submission(clusters, checkpoints):
     cluster = FakeTransport("c")
     kept = cluster.reference(producer("kept"), value=1)

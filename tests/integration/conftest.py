@@ -37,6 +37,30 @@ def ray_cluster(airflow_db: Path):
     return cluster
 
 
+@pytest.fixture(scope="module", autouse=True)
+def no_driver_left_behind() -> Iterator[None]:
+    """Each module ends with this process a Ray driver of no cluster but the session's embedded one.
+
+    A module that starts a cluster of its own and connects this process to it stops that cluster
+    at its end; Ray's core ends a driver whose GCS has been gone for a minute (the whole pytest
+    process, mid-way through the next module, with a segfault and no report). Set up first, this
+    runs after the module's own fixtures are torn down.
+    """
+    yield
+    if "ray" not in sys.modules:
+        return
+    import ray
+
+    from airflow_ray.cluster.local import EmbeddedCluster
+    from airflow_ray.hooks import ray as hook_module
+
+    head = EmbeddedCluster.from_config().status()
+    connected = hook_module._connected
+    if ray.is_initialized() and (head is None or connected is None or connected[0] != head.gcs_address):
+        ray.shutdown()  # a cluster of the module's own (the session's embedded one stays)
+        hook_module._connected = None
+
+
 @pytest.fixture(scope="session")
 def rclone_s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
     """A real S3 server (``rclone serve s3``) on 127.0.0.1 for this test session."""

@@ -361,9 +361,9 @@ def test_a_task_queued_behind_busy_resources_says_what_it_waits_for(
     noticed = threading.Event()
     tick = WaitNotice.tick
 
-    def noting_tick(self: WaitNotice, log: Any, free: Any) -> None:
+    def noting_tick(self: WaitNotice, *args: Any, **kwargs: Any) -> None:
         before = self.next
-        tick(self, log, free)
+        tick(self, *args, **kwargs)
         if self.next != before:
             noticed.set()
 

@@ -214,14 +214,43 @@ def _json(endpoint: JobsEndpoint, response: Any, what: str) -> Any:
         ) from err
 
 
-class JobsClient:
+class _Tries:
+    """What both clients do after one try of a call."""
+
+    endpoint: JobsEndpoint
+    _answered = False  # whether the dashboard has answered this client once
+
+    def _settle(self, retries: _Retries, outcome: Any, idempotent: bool, what: str) -> float | None:
+        """``None`` when ``outcome`` (a response) is the call's answer, else the seconds to wait
+        before the next try.
+
+        :raises RayConnectionError: when the call cannot succeed (TLS refused, the request may
+            have reached the dashboard and is not safe to send again, or time is up).
+        """
+        import httpx
+
+        if isinstance(outcome, httpx.HTTPError):
+            tls = _tls_failure(outcome)
+            if tls is not None:
+                raise _untrusted(self.endpoint, tls, what) from outcome
+            if not _retryable(outcome, idempotent):
+                raise _unreachable(self.endpoint, outcome, what) from outcome
+        elif outcome.status_code not in RETRY_STATUSES:
+            self._answered = True
+            return None
+        wait = retries.wait(outcome, self._answered, what)
+        if wait is None and isinstance(outcome, Exception):
+            raise _unreachable(self.endpoint, outcome, what) from outcome
+        return wait
+
+
+class JobsClient(_Tries):
     """Blocking calls, for the Airflow worker."""
 
     def __init__(self, endpoint: JobsEndpoint) -> None:
         import httpx
 
         self.endpoint = endpoint
-        self._answered = False
         self._http = httpx.Client(
             base_url=endpoint.url, headers=endpoint.headers(), timeout=_timeout(), verify=endpoint.tls()
         )
@@ -231,25 +260,14 @@ class JobsClient:
 
         retries = _Retries(self.endpoint)
         while True:
-            failure: Any
+            outcome: Any
             try:
-                failure = response = self._http.request(method, path, **kwargs)
+                outcome = self._http.request(method, path, **kwargs)
             except httpx.HTTPError as err:
-                tls = _tls_failure(err)
-                if tls is not None:
-                    raise _untrusted(self.endpoint, tls, what) from err
-                if not _retryable(err, idempotent):
-                    raise _unreachable(self.endpoint, err, what) from err
-                failure = err
-            else:
-                if response.status_code not in RETRY_STATUSES:
-                    self._answered = True
-                    return response
-            wait = retries.wait(failure, self._answered, what)
+                outcome = err
+            wait = self._settle(retries, outcome, idempotent, what)
             if wait is None:
-                if isinstance(failure, Exception):
-                    raise _unreachable(self.endpoint, failure, what) from failure
-                return failure
+                return outcome
             time.sleep(wait)
 
     def version(self) -> dict[str, Any]:
@@ -319,14 +337,13 @@ class JobsClient:
         self._http.close()
 
 
-class AsyncJobsClient:
+class AsyncJobsClient(_Tries):
     """Non-blocking calls, for the triggerer's event loop."""
 
     def __init__(self, endpoint: JobsEndpoint) -> None:
         import httpx
 
         self.endpoint = endpoint
-        self._answered = False
         self._http = httpx.AsyncClient(
             base_url=endpoint.url, headers=endpoint.headers(), timeout=_timeout(), verify=endpoint.tls()
         )
@@ -336,25 +353,14 @@ class AsyncJobsClient:
 
         retries = _Retries(self.endpoint)
         while True:
-            failure: Any
+            outcome: Any
             try:
-                failure = response = await self._http.request(method, path)
+                outcome = await self._http.request(method, path)
             except httpx.HTTPError as err:
-                tls = _tls_failure(err)
-                if tls is not None:
-                    raise _untrusted(self.endpoint, tls, what) from err
-                if not _retryable(err, idempotent=True):
-                    raise _unreachable(self.endpoint, err, what) from err
-                failure = err
-            else:
-                if response.status_code not in RETRY_STATUSES:
-                    self._answered = True
-                    return response
-            wait = retries.wait(failure, self._answered, what)
+                outcome = err
+            wait = self._settle(retries, outcome, True, what)
             if wait is None:
-                if isinstance(failure, Exception):
-                    raise _unreachable(self.endpoint, failure, what) from failure
-                return failure
+                return outcome
             await asyncio.sleep(wait)
 
     async def info(self, submission_id: str) -> dict[str, Any] | None:

@@ -23,6 +23,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -170,17 +171,22 @@ class RayOnlyCluster:
 def stop_session(process: subprocess.Popen[bytes], timeout: float = 30.0) -> None:
     """Stop every process of the session that ``process`` leads (a ``ray start --block`` started
     with ``start_new_session``), and only them: SIGTERM, then SIGKILL after half the timeout."""
-    sid = process.pid
+    end_processes(lambda: _session_members(process.pid), timeout)
+    process.wait(timeout=5)
+
+
+def end_processes(members: Callable[[], list[int]], timeout: float) -> None:
+    """End the processes that ``members`` lists, asked again after each signal: SIGTERM, then
+    SIGKILL after half the timeout."""
     for sig in (signal.SIGTERM, signal.SIGKILL):
         deadline = time.monotonic() + timeout / 2
-        while (members := _session_members(sid)) and time.monotonic() < deadline:
-            for pid in members:
+        while (pids := members()) and time.monotonic() < deadline:
+            for pid in pids:
                 try:
                     os.kill(pid, sig)
                 except ProcessLookupError:
                     pass
             time.sleep(0.3)
-    process.wait(timeout=5)
 
 
 def _short_temp_dir() -> str:

@@ -17,7 +17,6 @@ from __future__ import annotations
 import json
 import os
 import secrets
-import signal
 import subprocess
 import sys
 import time
@@ -26,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from scripts.ports import free_ports
-from scripts.ray_only_cluster import _short_temp_dir, stop_session
+from scripts.ray_only_cluster import _short_temp_dir, end_processes, stop_session
 
 START_TIMEOUT = 120.0
 # The head's node id the fake provider expects (ray.autoscaler._private.fake_multi_node).
@@ -168,12 +167,4 @@ class AutoscalingHead:
     def stop(self, timeout: float = 30.0) -> None:
         """Stop the head's session, then any process left that names its temp dir."""
         stop_session(self.process, timeout)
-        for sig in (signal.SIGTERM, signal.SIGKILL):
-            deadline = time.monotonic() + timeout / 2
-            while (pids := self.launched()) and time.monotonic() < deadline:
-                for pid in pids:
-                    try:
-                        os.kill(pid, sig)
-                    except ProcessLookupError:
-                        pass
-                time.sleep(0.3)
+        end_processes(self.launched, timeout)

@@ -18,6 +18,8 @@ from typing import Any
 from airflow_ray.cluster.address import AddressKind
 from airflow_ray.exceptions import RayConnectionError
 
+log = logging.getLogger(__name__)
+
 _AUTH_FIX = (
     "put the cluster's token (`ray get-auth-token` on the head node) in the connection's password field"
 )
@@ -161,37 +163,63 @@ def ray_logs_to_python_logging() -> None:
         worker.addFilter(_DropExpected())
 
 
+# Ray Client's proxy forks a server of its own for each client, and now and then that process dies
+# in the fork (a gRPC poller race, ray-project/ray#63202: a few percent of connections, more under
+# load). Each try gets a fresh server, so a try that met it is worth another.
+_CLIENT_SERVER_DIED = "Starting Ray client server failed"
+_CLIENT_SERVER_TRIES = 3
+
+
+def _client_server_died(error: BaseException) -> bool:
+    return isinstance(error, ConnectionAbortedError) and _CLIENT_SERVER_DIED in str(error)
+
+
 def init_bounded(init_kwargs: dict[str, Any], *, where: str, timeout: float) -> None:
     """Call ``ray.init(**init_kwargs)``; raise if it has not returned within ``timeout`` seconds.
 
-    Ray's own log records go through Python logging at their own levels
-    (:func:`ray_logs_to_python_logging`).
+    A Ray Client connection whose server died as the proxy started it is tried again, up to
+    three times in all, within the same ``timeout``. Ray's own log records go through Python
+    logging at their own levels (:func:`ray_logs_to_python_logging`).
     """
     import ray
 
     ray_logs_to_python_logging()
-    finished, _, error = _run_bounded(lambda: ray.init(**init_kwargs), timeout)
-    if not finished:
-        raise RayConnectionError(
-            f"Connecting to the Ray cluster of {where} did not finish within {timeout:.0f} s. "
-            f"The cluster may be overloaded, behind a firewall, or expecting a token ({_AUTH_FIX}); "
-            f"raise [ray] connect_timeout if it is only slow."
-        )
-    if error is None:
-        return
-    # A failed ray.init can leave half of a connection behind (a Ray Client session whose server
-    # did not start, a node object without its GCS client), on which the next ray.init in this
-    # process trips: drop it, so that the next task in this process connects afresh.
-    with contextlib.suppress(Exception):
-        ray.shutdown()
+    deadline = time.monotonic() + timeout
+    for attempt in range(1, _CLIENT_SERVER_TRIES + 1):
+        finished, _, error = _run_bounded(lambda: ray.init(**init_kwargs), _left(deadline))
+        if not finished:
+            raise RayConnectionError(
+                f"Connecting to the Ray cluster of {where} did not finish within {timeout:.0f} s. "
+                f"The cluster may be overloaded, behind a firewall, or expecting a token "
+                f"({_AUTH_FIX}); raise [ray] connect_timeout if it is only slow."
+            )
+        if error is None:
+            return
+        # A failed ray.init can leave half of a connection behind (a Ray Client session whose
+        # server did not start, a node object without its GCS client), on which the next ray.init
+        # in this process trips: drop it, so that the next try or task connects afresh.
+        with contextlib.suppress(Exception):
+            ray.shutdown()
+        if _client_server_died(error) and attempt < _CLIENT_SERVER_TRIES and _left(deadline) > 1:
+            log.warning(
+                "The Ray Client server of %s died as it started (ray-project/ray#63202); "
+                "trying again (%d of %d)",
+                where,
+                attempt + 1,
+                _CLIENT_SERVER_TRIES,
+            )
+            continue
+        break
+    assert error is not None
     if isinstance(error, ray.exceptions.AuthenticationError):
         raise RayConnectionError(f"The Ray cluster of {where} refused our token: {_AUTH_FIX}.") from error
     if isinstance(error, RuntimeError) and str(error).startswith("Version mismatch"):
         from airflow_ray.cluster.versions import driver_mismatch
 
         raise driver_mismatch(str(error), where) from error
+    tries = f" ({attempt} tries)" if attempt > 1 else ""
     raise RayConnectionError(
-        f"Connecting to the Ray cluster of {where} failed: {type(error).__name__}: {error}"
+        f"Connecting to the Ray cluster of {where} failed{tries}: {type(error).__name__}: {error}"
     ) from error
 
 

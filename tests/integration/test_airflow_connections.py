@@ -29,8 +29,11 @@ TRANSPORTS = ["driver", "jobs"]
 
 
 @pytest.fixture(scope="module")
-def higgs_on_s3(rclone_s3: S3Server, tmp_path_factory: pytest.TempPathFactory) -> str:
-    """Generated HIGGS rows as the UCI file stores them, in a bucket of the S3 server."""
+def higgs_on_s3(rclone_s3: S3Server, tmp_path_factory: pytest.TempPathFactory, higgs_dag) -> str:
+    """Generated HIGGS rows as the UCI file stores them, in a bucket of the S3 server.
+
+    After ``higgs_dag``: parsing the DAGs folder puts it on ``sys.path``, as for a task, and
+    ``higgs_data`` is imported from there."""
     import numpy as np
     from higgs_data import generate_higgs
 
@@ -99,6 +102,29 @@ def jobs_listing() -> str:
     response = httpx.get(f"{head.dashboard_url}/api/jobs/", headers=headers, timeout=30)
     response.raise_for_status()
     return response.text
+
+
+def test_read_higgs_reads_s3_through_the_connection_it_is_given(higgs_on_s3: str, aws_data: str):
+    """The reader alone, on this worker: the rows the bucket holds, through ``aws_data`` (the
+    process has no AWS credentials of its own)."""
+    import numpy as np
+    from higgs_data import generate_higgs, read_higgs
+
+    read = read_higgs(higgs_on_s3, rows=600, aws_conn_id="aws_data")
+    expected = generate_higgs(ROWS, seed=7).slice(0, 600)
+    assert np.array_equal(
+        np.column_stack([c.to_numpy() for c in read.columns]),
+        np.column_stack([c.to_numpy() for c in expected.columns]),
+    )
+
+
+def test_a_missing_s3_object_names_the_path_and_the_connection(higgs_on_s3: str, aws_data: str):
+    from higgs_data import read_higgs
+
+    missing = higgs_on_s3.replace("HIGGS.csv.gz", "nope.csv")
+    with pytest.raises(FileNotFoundError) as info:
+        read_higgs(missing, aws_conn_id="aws_data")
+    assert f"{missing} (read through the connection 'aws_data')" in str(info.value)
 
 
 def test_the_main_job_reads_higgs_from_s3_through_the_connection_it_names(

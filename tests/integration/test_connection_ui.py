@@ -175,12 +175,12 @@ def test_a_running_cluster_then_stopped_leaves_the_api_server_up(
         assert status == 200, answer
         assert answer["status"] is True, answer
         assert answer["message"] == (
-            f"Connection 'ray_gcs_ui': connected to Ray 2.60.0 at {head.gcs_address}: 1 node(s), 1 CPU, 0 GPU."
+            f"Connection 'ray_gcs_ui': connected to Ray {head.ray_version} at {head.gcs_address}: 1 node(s), 1 CPU, 0 GPU."
         )
         status, answer = api_server.test_from_ui(local_ui)
         assert answer["status"] is True, answer
         assert answer["message"].startswith(
-            f"Connection 'ray_local_ui': connected to Ray 2.60.0 at the embedded Ray cluster at "
+            f"Connection 'ray_local_ui': connected to Ray {head.ray_version} at the embedded Ray cluster at "
             f"{head.gcs_address} (pid {head.pid}): 1 node(s), 1 CPU, 0 GPU."
         )
         assert api_server.ray_loaded() == []

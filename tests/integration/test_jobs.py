@@ -186,7 +186,7 @@ def test_a_bad_token_and_an_unreachable_dashboard_fail_in_seconds_naming_the_con
     ]:
         started = time.monotonic()
         with pytest.raises(RayConnectionError, match=message) as failed:
-            RayHook(conn_id).get_transport().client
+            _ = RayHook(conn_id).get_transport().client
         # From the first answer (or refusal), not after the client's 30 s read timeout.
         assert time.monotonic() - started < 25
         assert repr(conn_id) in str(failed.value)

@@ -151,6 +151,8 @@ def test_a_new_owner_is_always_placed_on_the_head_node(two_nodes: NodeCluster):
     for _ in range(3):
         ray.kill(transport.owner)
         del transport.__dict__["owner"]  # the cached actor handle: the next use creates one
-        transport.owner
+        owner = transport.owner
         assert _owner()["node"] == head
-    assert ray.get_actor(owner_name(), namespace=hook.settings.namespace) is not None
+        # The new actor holds the owner's name: a task process that looks it up finds this one.
+        named = ray.get_actor(owner_name(), namespace=hook.settings.namespace)
+        assert named._actor_id == owner._actor_id

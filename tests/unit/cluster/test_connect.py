@@ -111,3 +111,57 @@ def test_ray_logs_go_through_python_logging_at_their_own_level(caplog, monkeypat
     worker.warning("SIGTERM handler is not set because current thread is not the main thread.")
     ray_records = [(r.levelname, r.getMessage()) for r in caplog.records if r.name.startswith("ray")]
     assert ray_records == [("INFO", "Connecting to existing Ray cluster at address: 127.0.0.1:1...")]
+
+
+_DIED = (
+    "Initialization failure from server:\nTraceback (most recent call last):\n  ...\n"
+    "RuntimeError: Starting Ray client server failed. See ray_client_server_23000.err for detailed logs."
+)
+
+
+@pytest.fixture
+def ray_init(monkeypatch):
+    """``ray.init`` raising the given errors in turn, then returning; counts ``ray.shutdown``."""
+    import ray
+
+    calls = {"init": 0, "shutdown": 0, "errors": []}
+
+    def init(**_kwargs):
+        calls["init"] += 1
+        if calls["errors"]:
+            raise calls["errors"].pop(0)
+
+    monkeypatch.setattr(ray, "init", init)
+    monkeypatch.setattr(ray, "shutdown", lambda: calls.__setitem__("shutdown", calls["shutdown"] + 1))
+    return calls
+
+
+def test_a_client_server_that_died_starting_is_tried_again(ray_init, caplog):
+    ray_init["errors"] = [ConnectionAbortedError(_DIED), ConnectionAbortedError(_DIED)]
+    with caplog.at_level(logging.WARNING, logger="airflow_ray.cluster.connect"):
+        connect.init_bounded({"address": "ray://127.0.0.1:10001"}, where="connection 'rc'", timeout=30)
+    assert ray_init == {"init": 3, "shutdown": 2, "errors": []}
+    assert [r.getMessage() for r in caplog.records] == [
+        "The Ray Client server of connection 'rc' died as it started (ray-project/ray#63202); "
+        f"trying again ({n} of 3)"
+        for n in (2, 3)
+    ]
+
+
+def test_a_client_server_that_keeps_dying_fails_after_three_tries_with_rays_reason(ray_init):
+    ray_init["errors"] = [ConnectionAbortedError(_DIED) for _ in range(4)]
+    with pytest.raises(RayConnectionError) as info:
+        connect.init_bounded({"address": "ray://127.0.0.1:10001"}, where="connection 'rc'", timeout=30)
+    assert ray_init["init"] == 3 and len(ray_init["errors"]) == 1
+    assert str(info.value).startswith(
+        "Connecting to the Ray cluster of connection 'rc' failed (3 tries): ConnectionAbortedError: "
+        "Initialization failure from server:"
+    )
+    assert "Starting Ray client server failed" in str(info.value)
+
+
+def test_any_other_failure_is_not_tried_again(ray_init):
+    ray_init["errors"] = [ConnectionAbortedError("Initialization failure from server: no"), None]
+    with pytest.raises(RayConnectionError, match=r"failed: ConnectionAbortedError: Initialization failure"):
+        connect.init_bounded({"address": "ray://127.0.0.1:10001"}, where="connection 'rc'", timeout=30)
+    assert ray_init["init"] == 1 and ray_init["shutdown"] == 1

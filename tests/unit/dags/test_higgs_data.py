@@ -13,7 +13,6 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pytest
-from airflow.providers.amazon.aws.hooks.s3 import S3Hook
 from higgs_data import (
     COLUMNS,
     HiggsFormatError,
@@ -107,57 +106,6 @@ def test_reads_over_http(tmp_path):
     finally:
         server.shutdown()
         server.server_close()
-
-
-class FakeS3Hook:
-    """Stands in for the amazon provider's S3Hook: only the calls read_higgs makes."""
-
-    objects: dict[tuple[str, str], bytes] = {}
-    conn_ids: list[str] = []
-
-    def __init__(self, aws_conn_id: str) -> None:
-        self.conn_ids.append(aws_conn_id)
-
-    parse_s3_url = staticmethod(S3Hook.parse_s3_url)
-
-    def check_for_key(self, key: str, bucket_name: str) -> bool:
-        return (bucket_name, key) in self.objects
-
-    def get_key(self, key: str, bucket_name: str):
-        from botocore.response import StreamingBody
-
-        data = self.objects[(bucket_name, key)]
-
-        class Object:
-            def get(self):
-                return {"Body": StreamingBody(io.BytesIO(data), len(data))}
-
-        return Object()
-
-
-@pytest.fixture
-def fake_s3(monkeypatch):
-    import airflow.providers.amazon.aws.hooks.s3 as s3
-
-    FakeS3Hook.objects, FakeS3Hook.conn_ids = {}, []
-    monkeypatch.setattr(s3, "S3Hook", FakeS3Hook)
-    return FakeS3Hook
-
-
-def test_reads_s3_through_the_named_airflow_connection(tmp_path, fake_s3):
-    table = generate_higgs(1_000, seed=5)
-    data = write_higgs_csv(table, tmp_path / "HIGGS.csv.gz").read_bytes()
-    fake_s3.objects[("data-bucket", "higgs/HIGGS.csv.gz")] = data
-    read = read_higgs("s3://data-bucket/higgs/HIGGS.csv.gz", rows=600, aws_conn_id="higgs_s3")
-    assert np.array_equal(values(read), values(table)[:600])
-    assert fake_s3.conn_ids == ["higgs_s3"]
-
-
-def test_a_missing_s3_object_names_the_path_and_the_connection(fake_s3):
-    with pytest.raises(
-        FileNotFoundError, match=r"s3://data-bucket/nope.csv \(read through the connection 'higgs_s3'\)"
-    ):
-        read_higgs("s3://data-bucket/nope.csv", aws_conn_id="higgs_s3")
 
 
 def test_load_says_which_data_it_uses(tmp_path, caplog):

@@ -62,12 +62,12 @@ def test_bad_runtime_env_json_names_the_connection(conn_env):
     with pytest.raises(
         RayConfigurationError, match="connection 'ray_badjson' field runtime_env is not valid JSON"
     ):
-        RayHook("ray_badjson").settings
+        _ = RayHook("ray_badjson").settings
 
 
 def test_missing_named_connection_is_an_error():
     with pytest.raises(RayConfigurationError, match="'ray_nope' does not exist"):
-        RayHook("ray_nope").settings
+        _ = RayHook("ray_nope").settings
 
 
 def test_connect_timeout_comes_from_config(monkeypatch):
@@ -75,7 +75,7 @@ def test_connect_timeout_comes_from_config(monkeypatch):
     assert RayHook().connect_timeout == 7.0
     monkeypatch.setenv("AIRFLOW__RAY__CONNECT_TIMEOUT", "-2")
     with pytest.raises(RayConfigurationError, match="connect_timeout = '-2'"):
-        RayHook().connect_timeout
+        _ = RayHook().connect_timeout
     assert RayHook(connect_timeout=3).connect_timeout == 3
 
 
@@ -108,7 +108,7 @@ def test_a_dashboard_address_with_transport_driver_is_refused(conn_env):
 def test_an_unknown_transport_is_named(conn_env):
     conn_env("ray_bad", host="head", extra={"transport": "grpc"})
     with pytest.raises(RayConfigurationError, match="transport='grpc' is not one of auto, driver, jobs"):
-        RayHook("ray_bad").settings
+        _ = RayHook("ray_bad").settings
 
 
 @pytest.fixture
@@ -208,4 +208,4 @@ def test_verify_is_true_false_or_a_path(conn_env, value, verify):
 def test_bad_verify_or_headers_are_named(conn_env, extra, message):
     conn_env("ray_bad_tls", host="https://ray.example.com", extra=extra)
     with pytest.raises(RayConfigurationError, match=message.replace("(", r"\(")):
-        RayHook("ray_bad_tls").settings
+        _ = RayHook("ray_bad_tls").settings

@@ -63,20 +63,46 @@ def _latest_run_state(dag_id: str) -> str | None:
         return None if run is None else str(run.state)
 
 
+# How long `airflow dags test --use-executor` may take to exit once the run has ended: it ends
+# its LocalExecutor's workers, each after its task processes. Generous, for a loaded machine.
+EXIT_WAIT_S = 120
+
+
 def _wait_for_run(process: subprocess.Popen[str], deadline: float) -> str | None:
-    """The handoff run's final state; ``None`` if it has not ended by ``deadline``."""
+    """The handoff run's final state, once the CLI has exited or ``EXIT_WAIT_S`` after the run
+    ended; ``None`` if the run has not ended by ``deadline``."""
     ended_at = None
     while time.monotonic() < deadline:
         state = _latest_run_state("handoff")
         if state in ("success", "failed"):
             ended_at = ended_at or time.monotonic()
-            # Give the CLI a moment to exit on its own before it is ended.
-            if process.poll() is not None or time.monotonic() - ended_at > 30:
+            if process.poll() is not None or time.monotonic() - ended_at > EXIT_WAIT_S:
                 return state
         elif process.poll() is not None:
             return _latest_run_state("handoff")
         time.sleep(1)
     return None
+
+
+def _stacks_of_a_hang(process: subprocess.Popen[str], output: list[str]) -> str | None:
+    """``None`` if the CLI exited; else every thread's stack in each of its processes.
+
+    The CLI runs with ``PYTHONFAULTHANDLER=1``: SIGABRT makes each Python process of the tree
+    (the CLI, its executor's workers, their task processes) write its threads' tracebacks to the
+    collected output before it dies. Then the whole session is ended.
+    """
+    if process.poll() is not None:
+        return None
+    tree = [psutil.Process(process.pid), *psutil.Process(process.pid).children(recursive=True)]
+    names = [f"{p.pid}: {' '.join(p.cmdline()[:6])}" for p in tree if p.is_running()]
+    before = len(output)
+    for member in tree:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            member.send_signal(signal.SIGABRT)
+    time.sleep(5)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGKILL)
+    return "\n".join(names) + "\n" + "".join(output[before:])[-12000:]
 
 
 def test_twenty_handoffs_across_task_processes(executor_env):
@@ -87,7 +113,7 @@ def test_twenty_handoffs_across_task_processes(executor_env):
     started = time.monotonic()
     process = subprocess.Popen(
         [sys.executable, "-m", "airflow", "dags", "test", "handoff", "--use-executor"],
-        env=executor_env,
+        env={**executor_env, "PYTHONFAULTHANDLER": "1"},  # stacks on SIGABRT (_stacks_of_a_hang)
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -98,12 +124,12 @@ def test_twenty_handoffs_across_task_processes(executor_env):
     reader.start()
     state = _wait_for_run(process, deadline=started + 420)
     elapsed = time.monotonic() - started
-    # `airflow dags test --use-executor` can hang in "Shutting down LocalExecutor; waiting for
-    # running tasks to finish" after the run has ended (seen here after every task succeeded):
-    # the run's outcome is judged from the metadata DB, and the process and the workers it
-    # leaves behind are ended.
+    # A CLI that does not exit after its run (once seen here: "Shutting down LocalExecutor;
+    # waiting for running tasks to finish", never done) fails the test with every process's
+    # stacks, whatever the run's state: a process we leave behind would hang a real worker too.
+    hang = _stacks_of_a_hang(process, collected)
     with contextlib.suppress(ProcessLookupError):
-        os.killpg(process.pid, signal.SIGKILL)
+        os.killpg(process.pid, signal.SIGKILL)  # what the CLI's workers may have left behind
     process.wait()
     reader.join(timeout=10)
     if state != "success":
@@ -115,6 +141,10 @@ def test_twenty_handoffs_across_task_processes(executor_env):
             if '"level":"error","event":"Task failed' in p.read_text()
         ]
         pytest.fail(f"the handoff run ended {state!r} after {elapsed:.0f} s:\n{output[-4000:]}\n{failed[:2]}")
+    assert hang is None, (
+        f"the run succeeded, but `airflow dags test --use-executor` had not exited {EXIT_WAIT_S} s "
+        f"later; its processes and their stacks:\n{hang}"
+    )
 
     with create_session() as session:
         dag_run = session.query(DagRun).filter_by(dag_id="handoff").order_by(DagRun.id.desc()).first()

@@ -116,3 +116,28 @@ def test_screenshots_are_referenced_through_the_conditional_directive():
     }
     # An image or figure of its own would fail the build while the file is not made yet.
     assert not re.search(r"!\[[^]]*\]\([^)]*screenshots/|\{(image|figure)\}[^\n]*screenshots/", text)
+
+
+def test_the_api_page_documents_every_public_name():
+    import airflow_ray
+
+    text = (DOCS / "api.md").read_text()
+    for name in airflow_ray.__all__:
+        if name != "__version__":
+            assert re.search(rf"^\.\. auto\w+:: airflow_ray\.{name}$", text, flags=re.M), name
+
+
+def test_troubleshooting_names_every_error_class():
+    import inspect
+
+    from airflow_ray import exceptions
+
+    text = (DOCS / "troubleshooting.md").read_text()
+    classes = [
+        name
+        for name, value in vars(exceptions).items()
+        if inspect.isclass(value) and value.__module__ == exceptions.__name__ and name != "AirflowRayError"
+    ]
+    assert classes
+    for name in classes:
+        assert f"`{name}`" in text, f"troubleshooting.md does not say when {name} is raised"

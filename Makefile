@@ -1,7 +1,8 @@
 # Two commands on a fresh machine (Python 3.11 and make):
 #   make example   run the main job: the XGBoost HIGGS DAG end to end on the embedded Ray cluster,
 #                  its model checkpointed to a local S3 server
-#   make test      lint, type-check and run every test (unit, then integration), timing each phase
+#   make test      lint, type-check, build the docs and run every test (unit, then integration),
+#                  timing each phase
 # Both build the environment in .venv first (pinned by requirements/lock.txt).
 
 VENV := .venv
@@ -18,7 +19,7 @@ AIRFLOW_ENV := AIRFLOW_HOME=$(CURDIR)/airflow-home AIRFLOW__CORE__DAGS_FOLDER=$(
 # DAG params of the main job, e.g. make example CONF='{"path": "/data/HIGGS.csv.gz", "rows": 0}'
 CONF ?= {}
 
-.PHONY: venv ray-only-venv example test lint typing dist stop-cluster clean
+.PHONY: venv ray-only-venv example test lint typing docs dist stop-cluster clean
 
 venv: $(VENV)/.installed
 
@@ -50,6 +51,11 @@ lint: venv
 typing: venv
 	$(BIN)/mypy
 
+# The docs site (docs/, Sphinx with MyST) into docs/_build/html: warnings are errors, broken
+# references too (-n), and every page is read again (-E).
+docs: venv
+	$(BIN)/python -m sphinx -E -W --keep-going -n -q -b html docs docs/_build/html
+
 # Each phase of `make test` says how long it took, passed or failed, so that CI logs show where
 # the time goes; the integration run also lists its 25 slowest tests.
 phase = start=$$(date +%s); $(2); rc=$$?; \
@@ -60,6 +66,7 @@ test:
 	@$(call phase,build,$(MAKE) --no-print-directory venv ray-only-venv)
 	@$(call phase,lint,$(MAKE) --no-print-directory lint)
 	@$(call phase,types,$(MAKE) --no-print-directory typing)
+	@$(call phase,docs,$(MAKE) --no-print-directory docs)
 	@$(call phase,unit,$(BIN)/pytest tests/unit)
 	@$(call phase,integration,$(BIN)/pytest tests/integration --durations=25)
 

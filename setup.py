@@ -12,9 +12,12 @@ version = re.search(r'^__version__ = "([^"]+)"$', (here / "airflow_ray" / "__ini
 if version is None:
     raise SystemExit('airflow_ray/__init__.py has no line __version__ = "X.Y.Z"')
 # Where the project's source is published. No address was recorded before the first release: this
-# one is assumed, and this is the only place to change it. The documentation is the repository's
-# docs folder until a docs site is published.
+# one is assumed, and this is the only place to change it.
 REPOSITORY = "https://github.com/airflow-ray/airflow-ray"
+# The docs site built from docs/ (make docs), published under /docs of the repository's GitHub
+# Pages: assumed as the repository is. README.md, the long description below, links to its pages
+# with absolute URLs (PyPI resolves no relative link); tests/unit/test_readme.py checks them.
+DOCUMENTATION = "https://airflow-ray.github.io/airflow-ray/docs"
 
 setup(
     name="airflow-ray",
@@ -28,7 +31,7 @@ setup(
     license_files=["LICENSE", "NOTICE"],
     # Airflow's Providers page links the "Documentation" project URL.
     project_urls={
-        "Documentation": f"{REPOSITORY}/tree/main/docs",
+        "Documentation": DOCUMENTATION,
         "Changelog": f"{REPOSITORY}/blob/main/CHANGELOG.md",
         "Source Code": REPOSITORY,
         "Bug Tracker": f"{REPOSITORY}/issues",
@@ -73,8 +76,18 @@ setup(
             # lock pins celery 5.6.3 and kombu 5.6.2.
             "apache-airflow-providers-celery>=3.26",
         ],
-        # build and twine: make dist (pinned by requirements/lock.txt).
-        "dev": ["ruff>=0.6", "mypy>=1.10", "tox>=4", "build>=1.2", "twine>=6.1"],
+        # build and twine: make dist; sphinx, furo and myst-parser: make docs (all pinned by
+        # requirements/lock.txt, where docutils is 0.22: Sphinx 9.0 takes none newer).
+        "dev": [
+            "ruff>=0.6",
+            "mypy>=1.10",
+            "tox>=4",
+            "build>=1.2",
+            "twine>=6.1",
+            "sphinx>=9.0,<9.1",
+            "furo>=2025.12.19",
+            "myst-parser>=5.2",
+        ],
         # The XGBoost examples in dags/: xgboost-ray 0.1.19 (its last release) trains only with
         # xgboost 2.0.3 (newer ones fail in its rabit tracker) and needs Ray Train and Tune.
         # matplotlib: the HIGGS notebook plots each round's validation metrics.

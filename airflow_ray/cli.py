@@ -134,7 +134,8 @@ def _local(args: argparse.Namespace) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """The ``airflow-ray`` command line (the docs' CLI reference is generated from it)."""
     parser = argparse.ArgumentParser(
         prog="airflow-ray", description="Manage airflow-ray's Ray cluster and pins."
     )
@@ -146,7 +147,11 @@ def main(argv: list[str] | None = None) -> int:
     pins.add_argument("action", choices=["list", "release"])
     pins.add_argument("--dag", help="only the pins of this DAG")
     pins.add_argument("--run", help="only the pins of this run (with --dag)")
-    pins.add_argument("--all", action="store_true", help="release every pin")
+    pins.add_argument(
+        "--all",
+        action="store_true",
+        help="release every pin of this deployment in the connection's namespace",
+    )
     pins.add_argument("--conn-id", default="ray_default", help="the ray connection (default ray_default)")
     checkpoints = commands.add_parser("checkpoints", help="results checkpointed to S3")
     checkpoints.add_argument("action", choices=["list", "delete", "prune"])
@@ -156,7 +161,11 @@ def main(argv: list[str] | None = None) -> int:
     checkpoints.add_argument("--aws-conn-id", help="default: [ray] checkpoint_conn_id")
     checkpoints.add_argument("--bucket", help="default: [ray] checkpoint_bucket")
     checkpoints.add_argument("--prefix", help="default: [ray] checkpoint_prefix")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     handlers = {"pins": _pins, "local": _local, "checkpoints": _checkpoints}
     try:
         return handlers[args.group](args)

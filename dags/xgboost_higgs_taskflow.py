@@ -1,6 +1,8 @@
 """XGBoost on HIGGS, trained on Ray: the ``xgboost_higgs`` pipeline written with ``@task.ray``.
 
-Same steps, same params, same results; each decorated function is a Ray task.
+Same steps, same params, the same model quality; each decorated function is a Ray task. Its
+checkpoint is not an asset event (no ``AssetAlias`` outlet), so it does not trigger
+``deploy_higgs_model``: only ``xgboost_higgs`` does.
 """
 
 from __future__ import annotations

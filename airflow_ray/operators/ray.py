@@ -108,9 +108,10 @@ class RayPythonOperator(RayTaskRunner, PythonOperator):
         triggerer follows the job (default ``[operators] default_deferrable``). A driver
         connection cannot defer; the task then runs in place, with a warning.
     :param poll_interval: seconds between two looks at a deferred job (default 1).
-    :param durable: store the Ray task's id before following it, so that a retry after this
-        worker died reconnects to it (or returns its result) instead of running it again
-        (default True).
+
+    Every try stores its Ray task's id (the task state store) before following it, so that a
+    retry after this worker died reconnects to it, or returns its result, instead of running
+    it again.
     """
 
     template_fields: Sequence[str] = (

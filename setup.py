@@ -73,8 +73,9 @@ setup(
             # lock pins celery 5.6.3 and kombu 5.6.2.
             "apache-airflow-providers-celery>=3.26",
         ],
-        # build and twine: make dist (pinned by requirements/lock.txt).
-        "dev": ["ruff>=0.6", "mypy>=1.10", "tox>=4", "build>=1.2", "twine>=6.1"],
+        # build and twine: make dist (pinned by requirements/lock.txt). playwright: the docs'
+        # screenshots (scripts/screenshots.py), with Debian's Chromium, not playwright's browsers.
+        "dev": ["ruff>=0.6", "mypy>=1.10", "tox>=4", "build>=1.2", "twine>=6.1", "playwright>=1.65"],
         # The XGBoost examples in dags/: xgboost-ray 0.1.19 (its last release) trains only with
         # xgboost 2.0.3 (newer ones fail in its rabit tracker) and needs Ray Train and Tune.
         # matplotlib: the HIGGS notebook plots each round's validation metrics.

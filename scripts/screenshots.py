@@ -253,6 +253,7 @@ def connection_test(page: Any, runs: Runs) -> None:
     row = page.get_by_role("row").filter(has_text="ray_default")
     row.get_by_role("button", name="Test Connection").click()
     page.get_by_text("Connection 'ray_default'").first.wait_for(timeout=120_000)
+    page.mouse.move(640, 500)  # the button's tooltip would hide the next row's buttons
 
 
 def task_ray_job_link(page: Any, runs: Runs) -> None:

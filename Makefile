@@ -19,7 +19,7 @@ AIRFLOW_ENV := AIRFLOW_HOME=$(CURDIR)/airflow-home AIRFLOW__CORE__DAGS_FOLDER=$(
 # DAG params of the main job, e.g. make example CONF='{"path": "/data/HIGGS.csv.gz", "rows": 0}'
 CONF ?= {}
 
-.PHONY: venv ray-only-venv example test lint typing docs dist stop-cluster clean
+.PHONY: venv ray-only-venv example test lint typing docs screenshots dist stop-cluster clean
 
 venv: $(VENV)/.installed
 
@@ -56,6 +56,11 @@ typing: venv
 docs: venv
 	$(BIN)/python -m sphinx -E -W --keep-going -n -q -b html docs docs/_build/html
 
+# The docs' screenshots (docs/_static/screenshots), from a real API server, cluster and DAG runs,
+# through Debian's Chromium (apt-get install chromium): a maintainer's command, not part of test.
+screenshots: venv
+	$(BIN)/python -m scripts.screenshots --out docs/_static/screenshots
+
 # Each phase of `make test` says how long it took, passed or failed, so that CI logs show where
 # the time goes; the integration run also lists its 25 slowest tests.
 phase = start=$$(date +%s); $(2); rc=$$?; \
@@ -77,4 +82,4 @@ dist: venv
 	$(BIN)/twine check --strict dist/*
 
 clean:
-	rm -rf $(VENV) $(RAY_ONLY_VENV) $(RAY_OLDEST_VENV) airflow-home build dist *.egg-info
+	rm -rf $(VENV) $(RAY_ONLY_VENV) $(RAY_OLDEST_VENV) airflow-home build dist docs/_build *.egg-info

@@ -78,6 +78,8 @@ setup(
         ],
         # build and twine: make dist; sphinx, furo and myst-parser: make docs (all pinned by
         # requirements/lock.txt, where docutils is 0.22: Sphinx 9.0 takes none newer).
+        # playwright: the docs' screenshots (make screenshots), with Debian's Chromium, not
+        # playwright's own browsers.
         "dev": [
             "ruff>=0.6",
             "mypy>=1.10",
@@ -87,6 +89,7 @@ setup(
             "sphinx>=9.0,<9.1",
             "furo>=2025.12.19",
             "myst-parser>=5.2",
+            "playwright>=1.65",
         ],
         # The XGBoost examples in dags/: xgboost-ray 0.1.19 (its last release) trains only with
         # xgboost 2.0.3 (newer ones fail in its rabit tracker) and needs Ray Train and Tune.

@@ -54,7 +54,7 @@ typing: venv
 # The docs site (docs/, Sphinx with MyST) into docs/_build/html: warnings are errors, broken
 # references too (-n), and every page is read again (-E).
 docs: venv
-	$(BIN)/python -m sphinx -E -W --keep-going -n -q -b html docs docs/_build/html
+	$(AIRFLOW_ENV) $(BIN)/python -m sphinx -E -W --keep-going -n -q -b html docs docs/_build/html
 
 # The docs' screenshots (docs/_static/screenshots), from a real API server, cluster and DAG runs,
 # through Debian's Chromium (apt-get install chromium): a maintainer's command, not part of test.

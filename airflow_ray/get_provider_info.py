@@ -39,8 +39,8 @@ def get_provider_info() -> dict[str, Any]:
                     "hidden-fields": ["login", "port", "extra"],
                     "relabeling": {"host": "Address", "schema": "Namespace", "password": "Ray auth token"},
                     "placeholders": {
-                        "host": "empty or 'local' (embedded cluster), http://head:8265 (Jobs API), "
-                        "host:6379, auto, ray://host:10001",
+                        # The form shows about 60 characters of it.
+                        "host": "empty: embedded; http://head:8265, ray://head:10001, head:6379",
                         "schema": "airflow",
                         "password": "token of a cluster with token authentication (`ray get-auth-token`)",
                     },
@@ -57,7 +57,13 @@ def get_provider_info() -> dict[str, Any]:
                         "description": "How tasks reach the cluster: 'jobs' (each task a Ray job over "
                         "HTTP: the worker needs no Ray connection and can defer), 'driver' (the worker "
                         "becomes a Ray driver), or 'auto' (jobs for an http(s):// address).",
-                        "schema": {"type": ["string", "null"], "enum": ["auto", "driver", "jobs", None]},
+                        # A default, not null in the enum: the form showed a selected "null" for an
+                        # unset transport.
+                        "schema": {
+                            "type": ["string", "null"],
+                            "default": "auto",
+                            "enum": ["auto", "driver", "jobs"],
+                        },
                     },
                     "dashboard_url": {
                         "label": "Dashboard URL",

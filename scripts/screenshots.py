@@ -248,6 +248,16 @@ def connection_form(page: Any, runs: Runs) -> None:
     dialog.get_by_text("Address").first.wait_for()
 
 
+def connection_extra_fields(page: Any, runs: Runs) -> None:
+    """The form's Extra Fields of a ``ray`` connection: transport, dashboard URL, runtime_env."""
+    connection_form(page, runs)
+    dialog = page.get_by_role("dialog")
+    dialog.get_by_text("Extra Fields", exact=True).click()
+    transport = dialog.get_by_text("Transport").first
+    transport.wait_for()
+    transport.scroll_into_view_if_needed()
+
+
 def connection_test(page: Any, runs: Runs) -> None:
     _open(page, f"{runs.url}/connections", "ray_default")
     row = page.get_by_role("row").filter(has_text="ray_default")
@@ -276,6 +286,7 @@ def asset_event(page: Any, runs: Runs) -> None:
 
 SHOTS = {
     "connection-form.png": connection_form,
+    "connection-extra-fields.png": connection_extra_fields,
     "connection-test.png": connection_test,
     "task-ray-job-link.png": task_ray_job_link,
     "xcom-reference.png": xcom_reference,

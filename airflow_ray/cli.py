@@ -126,6 +126,9 @@ def _local(args: argparse.Namespace) -> int:
             f"Embedded Ray cluster running: {head.gcs_address} (pid {head.pid}, Ray {head.ray_version}, "
             f"client {head.client_address}, state {cluster.state_dir})"
         )
+        # Ray's dashboard asks for the token and says to run `ray get-auth-token`, which knows
+        # nothing of this cluster: say where it is (never the token itself).
+        print(f"Dashboard: {head.dashboard_url} (its token is in {cluster.token_path})")
         return 0
     stopped = cluster.stop()
     print(

@@ -64,6 +64,11 @@ def test_cli_start_status_stop(ray_cluster):
     assert "already running" in again.stdout
     status = run("status")
     assert status.returncode == 0 and "running" in status.stdout
+    head = EmbeddedCluster(Path(state_dir)).status()
+    assert head is not None
+    token_path = Path(state_dir) / "auth_token"
+    assert f"Dashboard: {head.dashboard_url} (its token is in {token_path})" in status.stdout
+    assert token_path.read_text().strip() not in status.stdout
     stopped = run("stop")
     assert stopped.returncode == 0 and "stopped" in stopped.stdout
     assert run("status").returncode == 3

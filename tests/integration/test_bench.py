@@ -9,6 +9,7 @@ nothing; the test checks that each figure is printed and is a number.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import re
@@ -206,16 +207,21 @@ def _smoke_twice_if_failed(script: str, options: list[str]) -> SmokeRun:
 
 
 @pytest.fixture(scope="module")
-def smoke_runs(shared: Shared) -> Iterator[dict[str, SmokeRun]]:
+def smoke_runs(shared: Shared, pytestconfig: pytest.Config) -> Iterator[dict[str, SmokeRun]]:
     started = time.monotonic()
     with ThreadPoolExecutor(max_workers=AT_ONCE) as pool:
         runs = {
             run.script: run for run in pool.map(lambda s: _smoke_twice_if_failed(s, shared.options(s)), ORDER)
         }
-    print(
-        f"\nbench smoke runs, {AT_ONCE} at a time: {time.monotonic() - started:.0f} s in all; "
+    summary = (
+        f"bench smoke runs, {AT_ONCE} at a time: {time.monotonic() - started:.0f} s in all; "
         + ", ".join(f"{run.script} {run.seconds:.0f} s" for run in runs.values())
     )
+    # On the terminal, passed or failed (past pytest's capture): the CI log shows where the
+    # module's time goes.
+    capture = pytestconfig.pluginmanager.get_plugin("capturemanager")
+    with capture.global_and_fixture_disabled() if capture is not None else contextlib.nullcontext():
+        print(f"\n{summary}", flush=True)
     yield runs
 
 

@@ -74,6 +74,16 @@ class Bucket:
     conn_id: str = "aws_ckpt"
     prefix: str = "pipelines"
 
+    def checkpoint_env(self) -> dict[str, str]:
+        """The environment that makes this bucket the ``[ray]`` checkpoint location, through the
+        AWS connection ``conn_id``."""
+        return {
+            f"AIRFLOW_CONN_{self.conn_id.upper()}": self.server.connection(),
+            "AIRFLOW__RAY__CHECKPOINT_CONN_ID": self.conn_id,
+            "AIRFLOW__RAY__CHECKPOINT_BUCKET": self.name,
+            "AIRFLOW__RAY__CHECKPOINT_PREFIX": self.prefix,
+        }
+
     def keys(self, under: str = "") -> list[str]:
         client = self.server.client()
         pages = client.get_paginator("list_objects_v2").paginate(Bucket=self.name, Prefix=under)

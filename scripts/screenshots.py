@@ -39,7 +39,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from scripts.local_s3 import S3Server, start_rclone
+from scripts.local_s3 import Bucket, S3Server, start_rclone
 from tests.integration.airflow_processes import AirflowApiServer
 
 REPO = Path(__file__).resolve().parent.parent
@@ -84,10 +84,7 @@ def airflow_env(home: Path, s3: S3Server) -> dict[str, str]:
             "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "True",
             "AIRFLOW__RAY__EMBEDDED_NUM_CPUS": "4",
             "AIRFLOW__RAY__EMBEDDED_OBJECT_STORE_MEMORY": str(150 * 1024**2),
-            "AIRFLOW_CONN_AWS_CKPT": s3.connection(),
-            "AIRFLOW__RAY__CHECKPOINT_CONN_ID": "aws_ckpt",
-            "AIRFLOW__RAY__CHECKPOINT_BUCKET": BUCKET,
-            "AIRFLOW__RAY__CHECKPOINT_PREFIX": "pipelines",
+            **Bucket(s3, BUCKET).checkpoint_env(),  # through the AWS connection aws_ckpt
             "AWS_EC2_METADATA_DISABLED": "true",
             "RAY_USAGE_STATS_ENABLED": "0",
             "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),

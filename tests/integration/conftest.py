@@ -88,10 +88,8 @@ def checkpoints(rclone_s3: S3Server, monkeypatch: pytest.MonkeyPatch) -> Bucket:
 
 def use_checkpoint_bucket(patch: pytest.MonkeyPatch, bucket: Bucket) -> None:
     """Make ``bucket`` the ``[ray]`` checkpoint location, through the AWS connection ``aws_ckpt``."""
-    patch.setenv("AIRFLOW_CONN_AWS_CKPT", bucket.server.connection())
-    patch.setenv("AIRFLOW__RAY__CHECKPOINT_CONN_ID", bucket.conn_id)
-    patch.setenv("AIRFLOW__RAY__CHECKPOINT_BUCKET", bucket.name)
-    patch.setenv("AIRFLOW__RAY__CHECKPOINT_PREFIX", bucket.prefix)
+    for name, value in bucket.checkpoint_env().items():
+        patch.setenv(name, value)
 
 
 @pytest.fixture(scope="session")

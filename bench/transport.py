@@ -11,7 +11,12 @@ Everything runs in one ``dag.test()`` process. Printed:
 1. per-task overhead of a trivial Ray task (median of ``--repeat``, after a warm-up task):
    driver, jobs, and jobs with ``deferrable=True`` (``dag.test()`` runs the trigger in line),
    and each one's ratio to the driver transport;
-2. the hand-off of a numpy array from one Ray task to the next through two Airflow tasks
+2. the floor of the Jobs API design, one Ray job per task, measured over the same HTTP client
+   (our ``JobsClient``) and followed as our transport follows a job (its status and log every
+   ``POLL_INTERVAL``), from submit to the end seen: a job whose entrypoint does nothing, then
+   the steps a task's job adds one at a time (``import ray``, ``ray.init()`` as the job's
+   driver, our runtime_env packages), so that what our jobs cost beyond them shows;
+3. the hand-off of a numpy array from one Ray task to the next through two Airflow tasks
    (producer's last line to consumer's first line, median), per size and transport.
 
 ``--smoke`` runs the smallest sizes once (the test suite does, so that the script keeps
@@ -112,6 +117,65 @@ def task_overhead(repeat: int) -> dict[str, float]:
     return medians
 
 
+# The steps of a task's Ray job, one added at a time: (label, entrypoint, with our runtime_env).
+# The python is the one our transport runs (the cluster's, here this one).
+FLOOR_STEPS = [
+    ("one Ray job: entrypoint `true`", "true", False),
+    ("+ python -c 'import ray'", "{python} -c 'import ray'", False),
+    ("+ ray.init() as the job's driver", "{python} -c 'import ray; ray.init(log_to_driver=False)'", False),
+    ("+ our runtime_env packages", "{python} -c 'import ray; ray.init(log_to_driver=False)'", True),
+]
+
+
+def job_floor(repeat: int) -> list[tuple[str, float]]:
+    """Median seconds from submit to the end seen, per step of :data:`FLOOR_STEPS`."""
+    import shlex
+    import uuid
+
+    from ray.job_submission import JobStatus
+
+    from airflow_ray.cluster.jobs import POLL_INTERVAL, _remote_package, _zip
+    from airflow_ray.cluster.jobs_api import JobsClient
+    from airflow_ray.hooks.ray import RayHook
+
+    hook = RayHook("ray_jobs")
+    client = JobsClient(hook.jobs_endpoint())
+    python = shlex.quote(hook.settings.python)
+    rows = []
+    try:
+        for label, command, packages in FLOOR_STEPS:
+            times = []
+            for _ in range(repeat):
+                started = time.perf_counter()
+                request: dict[str, object] = {
+                    "entrypoint": command.format(python=python),
+                    "entrypoint_num_cpus": 0,
+                }
+                if packages:
+                    # As a task's job: the package of airflow_ray._remote (uploaded once, then found),
+                    # and a payload of its own (uploaded every time).
+                    remote_uri, remote_zip = _remote_package()
+                    payload_uri, payload_zip = _zip({"payload": uuid.uuid4().bytes})
+                    for uri, data in ((remote_uri, remote_zip), (payload_uri, payload_zip)):
+                        if not client.package_exists(uri):
+                            client.upload_package(uri, data)
+                    request["runtime_env"] = {"py_modules": [remote_uri], "working_dir": payload_uri}
+                submission_id = client.submit(request)
+                while True:
+                    info = client.info(submission_id) or {}
+                    client.logs(submission_id)
+                    if JobStatus(info["status"]).is_terminal():
+                        break
+                    time.sleep(POLL_INTERVAL)
+                assert info["status"] == JobStatus.SUCCEEDED, info
+                times.append(time.perf_counter() - started)
+            rows.append((label, statistics.median(times)))
+            print(f"{label}: {[round(t, 3) for t in times]}", flush=True)
+    finally:
+        client.close()
+    return rows
+
+
 def handoff(sizes: list[int], repeat: int) -> dict[tuple[str, int], float]:
     import pendulum
     from airflow.sdk import DAG
@@ -161,13 +225,25 @@ def main() -> None:
     sizes = [int(size) for size in args.sizes.split(",")]
     try:
         overhead = task_overhead(args.repeat)
+        floor = job_floor(args.repeat)
         moved = handoff(sizes, 1 if args.smoke else max(3, args.repeat // 2))
     finally:
+        import ray
+
+        # Before its cluster goes: a driver that outlives its GCS is killed by Ray after 60 s,
+        # with what it had to say (a traceback) still unwritten.
+        ray.shutdown()
         if _common.owns_cluster(args):
             EmbeddedCluster.from_config().stop()
     print(f"\n== per-task time of a trivial Ray task, one dag.test() process, median of {args.repeat} ==")
     for label, seconds in overhead.items():
         print(f"  {label:20s} {seconds:7.3f} s  {seconds / overhead['driver']:6.2f}x driver")
+    base = floor[0][1]
+    print("\n== the floor of the Jobs API: one Ray job per task, followed as our transport does, median ==")
+    for label, seconds in floor:
+        print(f"  {label:36s} {seconds:7.3f} s  {seconds / base:6.2f}x floor")
+    for label in ("jobs", "jobs + deferrable"):
+        print(f"  {'our task, ' + label:36s} {overhead[label]:7.3f} s  {overhead[label] / base:6.2f}x floor")
     print("\n== hand-off between two Ray tasks (producer's end to consumer's start), median ==")
     for mb in sizes:
         driver, jobs = moved[("driver", mb)], moved[("jobs", mb)]

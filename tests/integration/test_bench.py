@@ -67,6 +67,7 @@ FIGURES: dict[str, list[tuple[str, int]]] = {
     ],
     "transport.py": [
         (rf"^  (?:driver|jobs|jobs \+ deferrable) +{NUMBER} s +{NUMBER}x driver$", 3),
+        (rf"^  (?:one Ray job|\+ |our task, ).*? {NUMBER} s +{NUMBER}x floor$", 6),
         (rf"^ +1 MB +driver +{NUMBER} s +jobs +{NUMBER} s +{NUMBER}x driver$", 1),
     ],
     "xgboost_train.py": [

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import secrets
 import statistics
 import subprocess
 import sys
@@ -32,7 +33,10 @@ from scripts.ports import free_ports
 from scripts.ray_only_cluster import _session_members, stop_session
 
 MB = 1024 * 1024
+# How long a started head settles before its processes and memory are counted (a smoke run's
+# figures mean nothing, so it counts at once).
 SETTLE_S = 3.0
+SMOKE_SETTLE_S = 0.0
 TIMEOUT_S = 120.0
 
 
@@ -48,12 +52,19 @@ def _pss_mb(pids: list[int]) -> float:
     return total_kb / 1024
 
 
-def start_head(dashboard: bool, workdir: Path) -> tuple[float, int, float]:
+def start_head(dashboard: bool, workdir: Path, settle_s: float = SETTLE_S) -> tuple[float, int, float]:
     """Start a head; its start time (s), process count and PSS (MB); stopped before returning."""
     gcs, client, agent, metrics, port = free_ports(5)
     temp_dir = tempfile.mkdtemp(prefix="rdash-", dir="/tmp")  # Ray's socket paths must stay short
+    # With a token of its own, as the embedded cluster: without RAY_AUTH_MODE, `ray start` turns
+    # token auth on whenever ~/.ray/auth_token exists (any earlier local Ray may have made it),
+    # and the readiness check would then wait for an answer that never comes.
+    token = secrets.token_hex(32)
+    token_file = Path(temp_dir) / "auth_token"
+    token_file.write_text(token)
+    token_file.chmod(0o600)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "RAY_"))}
-    env["RAY_USAGE_STATS_ENABLED"] = "0"
+    env.update(RAY_USAGE_STATS_ENABLED="0", RAY_AUTH_MODE="token", RAY_AUTH_TOKEN_PATH=str(token_file))
     log = workdir / f"head-{'dash' if dashboard else 'plain'}-{time.time_ns()}.log"
     command = [
         str(Path(sys.executable).parent / "ray"), "start", "--head", "--block",
@@ -70,25 +81,28 @@ def start_head(dashboard: bool, workdir: Path) -> tuple[float, int, float]:
             start_new_session=True,
         )  # fmt: skip
     try:
-        while not _ready(log, dashboard, port):
+        while not _ready(log, dashboard, port, token):
             if process.poll() is not None or time.monotonic() - started > TIMEOUT_S:
                 raise RuntimeError(f"the head did not start: {log.read_text()[-3000:]}")
             time.sleep(0.05)
         took = time.monotonic() - started
-        time.sleep(SETTLE_S)
+        time.sleep(settle_s)
         members = _session_members(process.pid)
         return took, len(members), _pss_mb(members)
     finally:
         stop_session(process, 30)
 
 
-def _ready(log: Path, dashboard: bool, port: int) -> bool:
+def _ready(log: Path, dashboard: bool, port: int, token: str) -> bool:
     if b"Ray runtime started" not in log.read_bytes():
         return False
     if not dashboard:
         return True
     try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/version", timeout=1) as answer:
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{port}/api/version", headers={"Authorization": f"Bearer {token}"}
+        )
+        with urllib.request.urlopen(request, timeout=1) as answer:
             return bool(answer.status == 200)
     except (urllib.error.URLError, OSError):
         return False
@@ -106,7 +120,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="bench-dashboard-") as folder:
         for _ in range(repeat):
             for dashboard in (False, True):
-                results[dashboard].append(start_head(dashboard, Path(folder)))
+                settle_s = SMOKE_SETTLE_S if args.smoke else SETTLE_S
+                results[dashboard].append(start_head(dashboard, Path(folder), settle_s))
     print(f"Ray head, 2 CPUs, 300 MB object store; median of {repeat} start(s) of each kind")
     print(f"  {'':18} {'start_s':>8} {'processes':>10} {'pss_mb':>8}")
     medians = {}

@@ -2,7 +2,7 @@
 
 Usage (from the repository root, after ``make venv``)::
 
-    .venv/bin/python bench/retention.py [--runs 30] [--mb 100] [--keep-runs 3] [--smoke] [--airflow-db DB]
+    .venv/bin/python bench/retention.py [--runs 30] [--mb 100] [--keep-runs 3] [--smoke] [--airflow-db DB] [--embedded-dir DIR]
 
 Prints the object store's bytes in use (the embedded cluster's own count) before the first run
 (the baseline), after every run, and after ``airflow-ray pins release --all``; figures are in
@@ -48,8 +48,10 @@ def main() -> None:
     parser.add_argument("--mb", type=int, default=100)
     parser.add_argument("--keep-runs", type=int, default=3)
     parser.add_argument("--smoke", action="store_true", help="the smallest run: 3 runs of 1 MB, keeping 1")
-    # No --embedded-dir: the figures are the whole object store's use, and the run releases every pin.
-    _common.add_options(parser, cluster=False)
+    # With --embedded-dir, the figures are still the whole object store's use: pins that others
+    # hold stay, and are counted in the baseline; the release at the end releases only this
+    # run's deployment's pins (each run's fresh metadata DB makes a deployment of its own).
+    _common.add_options(parser)
     args = parser.parse_args()
     if args.smoke:
         args.runs, args.mb, args.keep_runs = 3, 1, 1
@@ -64,6 +66,7 @@ def main() -> None:
         AIRFLOW__RAY__KEEP_RUNS=str(args.keep_runs),
         RAY_USAGE_STATS_ENABLED="0",
     )
+    _common.use_cluster(args)
     (home / "dags").mkdir()
     _common.make_db(args, home)
 
@@ -114,7 +117,13 @@ def main() -> None:
             f"final above baseline: {(final - baseline) / unit:.2f} pins ({(final - baseline) / MB:.1f} MB)"
         )
     finally:
-        EmbeddedCluster.from_config().stop()
+        import ray
+
+        # Before its cluster goes: a driver that outlives its GCS is killed by Ray after 60 s,
+        # with what it had to say (a traceback) still unwritten.
+        ray.shutdown()
+        if _common.owns_cluster(args):
+            EmbeddedCluster.from_config().stop()
 
 
 if __name__ == "__main__":

@@ -2,7 +2,7 @@
 
 Each script makes its own Airflow home. The module migrates one metadata DB, which each copies
 (``--airflow-db``), and starts one embedded Ray cluster, which the scripts use and leave
-running (``--embedded-dir``), but for those in ``OWN_CLUSTER``, which start their own. The
+running (``--embedded-dir``), but for those in ``NO_CLUSTER``. The
 scripts run as subprocesses of this interpreter, one at a time. A smoke run's figures mean
 nothing; the test checks that each figure is printed and is a number.
 """
@@ -91,9 +91,6 @@ ORDER = [
 # failed to start in overhead.py), and each script measures alone anyway.
 AT_ONCE = 1
 TIMEOUT_S = 300
-# Scripts whose run would disturb, or be disturbed by, the others' on a shared cluster:
-# retention.py measures the whole object store and releases every pin.
-OWN_CLUSTER = {"retention.py"}
 # xgboost_train.py compares 1 actor x every CPU of the cluster with 2 x 1 by default; on the
 # shared cluster every CPU is rarely free at once (the other scripts' tasks hold some), so its
 # smoke run compares 1 x 2 with 2 x 1: the same code path, with actors that can start.
@@ -135,7 +132,7 @@ class Shared:
     def options(self, script: str) -> list[str]:
         return [
             *([] if script in NO_DB else ["--airflow-db", str(self.airflow_db)]),
-            *([] if script in OWN_CLUSTER | NO_CLUSTER else ["--embedded-dir", str(self.embedded_dir)]),
+            *([] if script in NO_CLUSTER else ["--embedded-dir", str(self.embedded_dir)]),
             *EXTRA_OPTIONS.get(script, []),
         ]
 

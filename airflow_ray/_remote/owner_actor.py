@@ -7,7 +7,8 @@ their :class:`~.protocol.Producer`'s key, and releases them on request, after a 
 same DAG, or after a TTL. Inputs arrive as pin keys and are resolved here, inside the cluster.
 
 The actor never blocks on ``ray.get``: it awaits, so many tasks from many Airflow workers are in
-flight at once. Its creation and lookup live on the driver side, in
+flight at once. Each call keeps only its newest output
+(:mod:`~airflow_ray._remote.output_buffer`). Its creation and lookup live on the driver side, in
 :mod:`airflow_ray.cluster.owner`.
 """
 
@@ -18,6 +19,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from airflow_ray._remote.output_buffer import OutputBuffer
 from airflow_ray._remote.protocol import (
     CallError,
     CallState,
@@ -42,7 +44,7 @@ class _Call:
     generator: Any
     producer: Producer | None  # where to pin the result; None: the caller takes it
     orphan_timeout: float | None = None  # cancel it when nobody asked about it for this long
-    output: list[str] = field(default_factory=list)
+    output: OutputBuffer = field(default_factory=OutputBuffer)
     state: CallState = CallState.RUNNING
     error: CallError | None = None
     returned: Returned | None = None
@@ -235,15 +237,14 @@ class OwnerActor:
         if call is None:
             return PollReply(CallState.UNKNOWN, offset=offset).to_wire()
         call.seen_at = time.monotonic()
-        if offset >= len(call.output) and call.state is CallState.RUNNING:
+        if offset >= call.output.end and call.state is CallState.RUNNING:
             call.changed.clear()
             try:
                 await asyncio.wait_for(call.changed.wait(), timeout)
             except TimeoutError:
                 pass
-        return PollReply(
-            call.state, call.output[offset:], len(call.output), call.error, call.returned, call.started
-        ).to_wire()
+        output, end = call.output.read(offset)
+        return PollReply(call.state, output, end, call.error, call.returned, call.started).to_wire()
 
     async def take(self, call_id: str) -> list[Any]:
         """The result of a finished call, as ``[ref]`` (or ``[{key: ref}]``), and forget the call."""

@@ -171,3 +171,20 @@ def test_a_newer_try_stops_the_calls_of_earlier_tries_and_their_results_are_neve
     assert neighbour.stop_reason is None
     actor._supersede(first)  # an older try asking later changes nothing
     assert actor._newest_try[first.task_instance] == 2
+
+
+def test_polls_read_a_calls_bounded_output_and_are_told_what_was_dropped(actor):
+    from airflow_ray._remote.output_buffer import OutputBuffer
+    from airflow_ray._remote.owner_actor import _Call
+
+    call = actor._calls["chatty"] = _Call(None, None, output=OutputBuffer(limit=64))
+    call.state = CallState.DONE
+    for n in range(20):
+        call.output.append(f"line {n:02d}\n")
+    reply = PollReply.from_wire(asyncio.run(actor.poll("chatty", 0, 0)))
+    assert reply.offset == 20
+    assert reply.output[0].startswith(
+        "[airflow-ray] 12 line(s), 96 bytes, of this task's output were dropped"
+    )
+    assert reply.output[1:] == [f"line {n:02d}\n" for n in range(12, 20)]
+    assert PollReply.from_wire(asyncio.run(actor.poll("chatty", 20, 0))).output == []

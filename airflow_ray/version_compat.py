@@ -111,3 +111,26 @@ def client_ping(host_port: str, timeout: float) -> None:
         raise ClientPingRefused(code == grpc.StatusCode.UNAUTHENTICATED, err.details() or str(code)) from err
     finally:
         channel.close()
+
+
+def connection_test_refuses_port_zero(airflow_version: str | None = None) -> bool:
+    """Whether Airflow's connection test endpoint refuses the ``port: 0`` its own UI posts.
+
+    The UI posts a connection saved without a port with ``port: Number(null)``, which is 0.
+    apache/airflow#69957 (in 3.3.1 through its backport #70010) made the endpoint answer 400 when
+    the port differs from the stored one, and 0 is not the stored NULL; apache/airflow#73298
+    (merged to main on 2026-09-17, after 3.3.2 was cut: the installed 3.3.2 still refuses) fixes
+    it, so 3.4.0 does not. 3.3.0 and any later 3.3.x count as needing the workaround: which of
+    them carry the check or the fix is not known here, and dropping ``port: 0`` from a ``ray``
+    connection's test is harmless where it is not needed.
+
+    :param airflow_version: the version to answer for; the installed Airflow's by default.
+    """
+    from packaging.version import Version
+
+    if airflow_version is None:
+        from airflow import __version__ as installed
+
+        airflow_version = str(installed)
+    release = Version(airflow_version).release[:2]
+    return (3, 3) <= release < (3, 4)

@@ -6,8 +6,9 @@ actor that lives in the cluster: it owns every result, keeps the ones pinned for
 their :class:`~.protocol.Producer`'s key, and releases them on request, after a newer run of the
 same DAG, or after a TTL. Inputs arrive as pin keys and are resolved here, inside the cluster.
 
-The actor never blocks on ``ray.get``: it awaits, so many tasks from many Airflow workers are in
-flight at once. Its creation and lookup live on the driver side, in
+The actor never blocks on ``ray.get`` and never polls: it awaits, so many tasks from many Airflow
+workers are in flight at once. Each call keeps only its newest output
+(:mod:`~airflow_ray._remote.output_buffer`). Its creation and lookup live on the driver side, in
 :mod:`airflow_ray.cluster.owner`.
 """
 
@@ -18,6 +19,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from airflow_ray._remote.output_buffer import OutputBuffer
 from airflow_ray._remote.protocol import (
     CallError,
     CallState,
@@ -42,7 +44,7 @@ class _Call:
     generator: Any
     producer: Producer | None  # where to pin the result; None: the caller takes it
     orphan_timeout: float | None = None  # cancel it when nobody asked about it for this long
-    output: list[str] = field(default_factory=list)
+    output: OutputBuffer = field(default_factory=OutputBuffer)
     state: CallState = CallState.RUNNING
     error: CallError | None = None
     returned: Returned | None = None
@@ -179,10 +181,12 @@ class OwnerActor:
                     break
                 else:
                     call.returned = event
-                    if event.parts is not None:
-                        call.result = {key: await _next_ref(call.generator) for key in event.parts}
-                    else:
-                        call.result = await _next_ref(call.generator)
+                    refs = await _last_refs(call.generator, 1 if event.parts is None else len(event.parts))
+                    call.result = (
+                        refs[0] if event.parts is None else dict(zip(event.parts, refs, strict=True))
+                    )
+                    if unmeasured(event):
+                        call.returned = with_stored_sizes(event, _stored_sizes(refs))
                     break
             else:
                 call.error = CallError(ErrorKind.TASK, "the task ended without a result")
@@ -235,15 +239,14 @@ class OwnerActor:
         if call is None:
             return PollReply(CallState.UNKNOWN, offset=offset).to_wire()
         call.seen_at = time.monotonic()
-        if offset >= len(call.output) and call.state is CallState.RUNNING:
+        if offset >= call.output.end and call.state is CallState.RUNNING:
             call.changed.clear()
             try:
                 await asyncio.wait_for(call.changed.wait(), timeout)
             except TimeoutError:
                 pass
-        return PollReply(
-            call.state, call.output[offset:], len(call.output), call.error, call.returned, call.started
-        ).to_wire()
+        output, end = call.output.read(offset)
+        return PollReply(call.state, output, end, call.error, call.returned, call.started).to_wire()
 
     async def take(self, call_id: str) -> list[Any]:
         """The result of a finished call, as ``[ref]`` (or ``[{key: ref}]``), and forget the call."""
@@ -361,18 +364,74 @@ class OwnerActor:
         return len(expired)
 
 
-async def _next_ref(generator: Any) -> Any:
-    """The ObjectRef of the generator's next item, once it exists, without fetching its value.
+async def _last_refs(generator: Any, count: int) -> list[Any]:
+    """The ObjectRefs of the generator's last ``count`` items, without fetching their values.
 
-    Awaiting the generator itself would pull a value that is not ready yet onto this actor's node
-    (Ray's async iteration awaits the object); a result stays on the node that made it until a
-    consumer needs it.
+    Awaiting an item that is not reported yet would pull its value onto this actor's node (Ray's
+    async iteration awaits the object); a result stays on the node that made it until a consumer
+    needs it. These are the task's last items, and a streaming task has reported all its items
+    once it has finished: so await its completion (a small object, or the task's error), after
+    which each ``__anext__`` hands the reported ref over without awaiting its value.
     """
-    import ray
+    await generator.completed()
+    return [await generator.__anext__() for _ in range(count)]
 
-    while not ray.wait([generator], timeout=0, fetch_local=False)[0]:
-        await asyncio.sleep(0.01)
-    return await generator.__anext__()
+
+def _stored_sizes(refs: list[Any]) -> list[int | None]:
+    """The bytes that Ray stores for each of ``refs`` (the serialized value and Ray's header of
+    about 250 bytes), or ``None`` where Ray does not say.
+
+    Exact, and nothing is read or pickled again: this actor owns the objects, so Ray's own
+    record of their size is in this process (``get_local_object_locations`` makes no RPC).
+    """
+    import ray.experimental
+
+    try:
+        found = ray.experimental.get_local_object_locations(refs)
+    except Exception:  # noqa: BLE001 - a size is best effort (as the task's describe), never a failure
+        return [None] * len(refs)
+    sizes: list[int | None] = []
+    for ref in refs:
+        size = found.get(ref, {}).get("object_size")
+        sizes.append(size if isinstance(size, int) and size > 0 else None)
+    return sizes
+
+
+def unmeasured(returned: Returned) -> bool:
+    """Whether the task left a size of ``returned`` for this actor to fill in."""
+    metas = [returned.meta, *(returned.parts or {}).values()]
+    return any(meta.get("size_bytes") is None for meta in metas)
+
+
+def with_stored_sizes(returned: Returned, sizes: list[int | None]) -> Returned:
+    """``returned`` with each ``size_bytes`` that the task left unmeasured (``None``) set to the
+    size Ray knows of the stored object.
+
+    What each size means: the task's ``nbytes`` is exact for the data of a numpy array or an
+    Arrow table, and an estimate for a pandas DataFrame (``memory_usage(deep=False)``: the
+    contents of object columns are not counted); a bytes value's length is exact. Ray's size,
+    used here for any value the task did not measure (it cannot, short of pickling the value a
+    second time), is exact for what the object store holds: the pickled value with its framing
+    and Ray's header of about 250 bytes. A split dict's own size, when unmeasured, is the sum of
+    its values' (its keys are not stored).
+    """
+    if returned.parts is None:
+        (size,) = sizes
+        meta = (
+            returned.meta
+            if returned.meta.get("size_bytes") is not None
+            else {**returned.meta, "size_bytes": size}
+        )
+        return Returned(meta)
+    parts = {
+        key: meta if meta.get("size_bytes") is not None else {**meta, "size_bytes": size}
+        for (key, meta), size in zip(returned.parts.items(), sizes, strict=True)
+    }
+    meta = returned.meta
+    if meta.get("size_bytes") is None:
+        known = [part["size_bytes"] for part in parts.values() if isinstance(part.get("size_bytes"), int)]
+        meta = {**meta, "size_bytes": sum(known) if len(known) == len(parts) else None}
+    return Returned(meta, parts)
 
 
 def _because(reason: str | None) -> str:

@@ -232,7 +232,7 @@ def test_airflow_registers_the_installed_provider(installed: UserInstall):
     (ours,) = [p for p in plugins if p["name"] == "airflow_ray"]
     assert ours["source"].startswith(f"airflow-ray=={__version__}: EntryPoint")
     assert [m["middleware"] for m in ours["fastapi_root_middlewares"]] == [
-        "airflow_ray.hooks.plugin.ConnectionTestMiddleware"
+        "airflow_ray.hooks.connection_test.ConnectionTestMiddleware"
     ]
 
 

@@ -171,3 +171,85 @@ def test_a_newer_try_stops_the_calls_of_earlier_tries_and_their_results_are_neve
     assert neighbour.stop_reason is None
     actor._supersede(first)  # an older try asking later changes nothing
     assert actor._newest_try[first.task_instance] == 2
+
+
+def test_polls_read_a_calls_bounded_output_and_are_told_what_was_dropped(actor):
+    from airflow_ray._remote.output_buffer import OutputBuffer
+    from airflow_ray._remote.owner_actor import _Call
+
+    call = actor._calls["chatty"] = _Call(None, None, output=OutputBuffer(limit=64))
+    call.state = CallState.DONE
+    for n in range(20):
+        call.output.append(f"line {n:02d}\n")
+    reply = PollReply.from_wire(asyncio.run(actor.poll("chatty", 0, 0)))
+    assert reply.offset == 20
+    assert reply.output[0].startswith(
+        "[airflow-ray] 12 line(s), 96 bytes, of this task's output were dropped"
+    )
+    assert reply.output[1:] == [f"line {n:02d}\n" for n in range(12, 20)]
+    assert PollReply.from_wire(asyncio.run(actor.poll("chatty", 20, 0))).output == []
+
+
+def test_sizes_the_task_left_unmeasured_are_the_ones_ray_stores():
+    from airflow_ray._remote.owner_actor import unmeasured, with_stored_sizes
+    from airflow_ray._remote.protocol import Returned
+
+    array = Returned({"type": "numpy.ndarray", "size_bytes": 48, "shape": [3, 4]})
+    assert not unmeasured(array)  # measured by the task (nbytes): kept as it is
+    assert with_stored_sizes(array, [300]) == array
+    model = Returned({"type": "Booster", "size_bytes": None})
+    assert unmeasured(model)
+    assert with_stored_sizes(model, [1234]) == Returned({"type": "Booster", "size_bytes": 1234})
+    assert with_stored_sizes(model, [None]) == model  # Ray did not say: unknown, not a failure
+
+
+def test_a_split_dicts_unmeasured_sizes_come_from_its_values():
+    from airflow_ray._remote.owner_actor import unmeasured, with_stored_sizes
+    from airflow_ray._remote.protocol import Returned
+
+    split = Returned(
+        {"type": "dict", "size_bytes": None, "length": 2},
+        {
+            "train": {"type": "numpy.ndarray", "size_bytes": 2048},
+            "model": {"type": "Booster", "size_bytes": None},
+        },
+    )
+    assert unmeasured(split)
+    assert with_stored_sizes(split, [2300, 700]) == Returned(
+        {"type": "dict", "size_bytes": 2748, "length": 2},
+        {
+            "train": {"type": "numpy.ndarray", "size_bytes": 2048},
+            "model": {"type": "Booster", "size_bytes": 700},
+        },
+    )
+    unknown = with_stored_sizes(split, [2300, None])
+    assert unknown.meta["size_bytes"] is None and unknown.parts is not None
+    assert unknown.parts["model"]["size_bytes"] is None
+
+
+def test_the_result_refs_are_taken_once_the_task_finished_without_polling():
+    from airflow_ray._remote.owner_actor import _last_refs
+
+    class Generator:
+        """A streaming task's generator: its items are reported once it has completed."""
+
+        def __init__(self) -> None:
+            self.done = asyncio.Event()
+            self.items = iter(["ref a", "ref b"])
+
+        def completed(self):
+            return self.done.wait()
+
+        async def __anext__(self):
+            assert self.done.is_set(), "an item was taken before the task had reported it"
+            return next(self.items)
+
+    async def scenario() -> list[str]:
+        generator = Generator()
+        waiting = asyncio.ensure_future(_last_refs(generator, 2))
+        await asyncio.sleep(0.05)
+        assert not waiting.done()  # waits for the task, asleep: no loop around ray.wait
+        generator.done.set()
+        return await waiting
+
+    assert asyncio.run(scenario()) == ["ref a", "ref b"]

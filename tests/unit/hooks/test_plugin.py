@@ -1,4 +1,5 @@
-"""The provider's API-server plugin: the connection-test middleware and the README route."""
+"""The provider's API-server plugin: the connection-test middleware (where Airflow needs it) and
+the README route."""
 
 from __future__ import annotations
 
@@ -8,15 +9,10 @@ import pytest
 from fastapi import FastAPI, Request
 from fastapi.testclient import TestClient
 
-from airflow_ray.hooks.plugin import (
-    TEST_PATH,
-    URL_PREFIX,
-    ConnectionTestMiddleware,
-    RayPlugin,
-    readme_app,
-    rewrite_test_request,
-)
+from airflow_ray.hooks.connection_test import TEST_PATH, ConnectionTestMiddleware, rewrite_test_request
+from airflow_ray.hooks.plugin import URL_PREFIX, RayPlugin, readme_app, root_middlewares
 from airflow_ray.hooks.ray import connection_under_test
+from airflow_ray.version_compat import connection_test_refuses_port_zero
 
 # What the UI's Test button posts for a `ray` connection saved without a port or password
 # (airflow/ui: `port: Number(connection.port)`, `password: connection.password ?? ""`).
@@ -113,3 +109,28 @@ def test_the_plugin_is_valid_and_airflow_loads_it():
     apps, middlewares = plugins_manager.get_fastapi_plugins()
     assert [a["app"] for a in apps if a["url_prefix"] == URL_PREFIX] == [readme_app]
     assert ConnectionTestMiddleware in [m["middleware"] for m in middlewares]
+
+
+@pytest.mark.parametrize(
+    ("version", "refuses"),
+    [
+        ("3.3.0", True),
+        ("3.3.1", True),
+        ("3.3.2", True),  # the installed one: tests/integration/test_connection_ui.py shows the 400
+        ("3.3.5rc1", True),
+        ("3.4.0.dev0", False),  # main, with apache/airflow#73298
+        ("3.4.0", False),
+        ("4.0.0", False),
+    ],
+)
+def test_the_airflow_versions_that_refuse_port_zero(version, refuses):
+    assert connection_test_refuses_port_zero(version) is refuses
+
+
+def test_the_middleware_is_installed_only_where_airflow_refuses_port_zero():
+    assert root_middlewares("3.3.2") == [
+        {"middleware": ConnectionTestMiddleware, "name": "airflow-ray connection test"}
+    ]
+    assert root_middlewares("3.4.0") == []
+    # The installed Airflow decides what the plugin class carries.
+    assert RayPlugin.fastapi_root_middlewares == root_middlewares()

@@ -18,9 +18,9 @@ and ``kwargs`` say where each one goes.
 from __future__ import annotations
 
 import asyncio
+import codecs
 import importlib.util
 import inspect
-import io
 import json
 import logging
 import os
@@ -40,6 +40,7 @@ __all__ = ["FLUSH_INTERVAL", "describe", "pickle_exception", "ref_slot", "run_st
 FLUSH_INTERVAL = 0.2
 MIN_FLUSH_GAP = 0.01
 _MAX_CHUNK = 256 * 1024
+_READER_GRACE = 2.0
 
 
 class _Sink(queue.SimpleQueue[str]):
@@ -54,48 +55,96 @@ class _Sink(queue.SimpleQueue[str]):
         self.wake.set()
 
 
-class _StreamTee(io.TextIOBase):
-    """A text stream that writes through to ``target`` and copies everything into ``sink``."""
+class _FdCapture:
+    """While open, what the process writes to its file descriptors 1 and 2 goes into ``sink``
+    as well as where it went before (the Ray worker's log files).
 
-    def __init__(self, target: Any, sink: queue.SimpleQueue[str]) -> None:
-        self._target = target
-        self._sink = sink
+    Captured below Python (``print``, logging's stream handlers, C libraries and child processes
+    alike), so ``sys.stdout`` and ``sys.stderr`` stay the objects the user's code sees. Both
+    descriptors share one pipe, which keeps their lines in the order they were written; a reader
+    thread forwards what arrives. The reader never writes to 1 or 2 itself: that would feed its
+    own pipe.
+    """
 
-    def writable(self) -> bool:
-        return True
+    _FDS = (1, 2)
 
-    def write(self, text: str) -> int:
-        if text:
-            self._sink.put(text)
-            try:
-                self._target.write(text)
-            except (OSError, ValueError):
-                pass  # the worker's log file is not ours to fail on
-        return len(text)
-
-    def flush(self) -> None:
-        try:
-            self._target.flush()
-        except (OSError, ValueError):
-            pass
-
-    def isatty(self) -> bool:
-        return False
-
-    @property
-    def encoding(self) -> str:  # type: ignore[override]
-        return "utf-8"
-
-
-class _QueueLogHandler(logging.Handler):
     def __init__(self, sink: queue.SimpleQueue[str]) -> None:
+        self._sink = sink
+        self._saved: dict[int, int] = {}
+        self._reader: threading.Thread | None = None
+
+    def __enter__(self) -> _FdCapture:
+        _flush_std_streams()
+        read_end, write_end = os.pipe()
+        echo = os.dup(1)  # the reader's own copy: it outlives the capture if a child keeps the pipe
+        self._saved = {fd: os.dup(fd) for fd in self._FDS}
+        for fd in self._FDS:
+            os.dup2(write_end, fd)
+        os.close(write_end)
+        self._reader = threading.Thread(
+            target=self._forward, args=(read_end, echo), name="airflow-ray-output", daemon=True
+        )
+        self._reader.start()
+        return self
+
+    def _forward(self, read_end: int, echo: int) -> None:
+        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        try:
+            while True:
+                try:
+                    data = os.read(read_end, _MAX_CHUNK)
+                except InterruptedError:
+                    continue
+                except OSError:
+                    break
+                if not data:
+                    break
+                try:
+                    os.write(echo, data)
+                except OSError:
+                    pass  # the worker's log file is not ours to fail on
+                text = decoder.decode(data)
+                if text:
+                    self._sink.put(text)
+            text = decoder.decode(b"", final=True)
+            if text:
+                self._sink.put(text)
+        finally:
+            os.close(read_end)
+            os.close(echo)
+
+    def __exit__(self, *exc: object) -> None:
+        _flush_std_streams()
+        for fd, saved in self._saved.items():
+            os.dup2(saved, fd)  # closes the pipe's write end that fd held
+            os.close(saved)
+        # The reader ends once the pipe has no writer left. A child process of the callable that
+        # still runs keeps one: its later output then goes on to the worker's log only.
+        if self._reader is not None:
+            self._reader.join(_READER_GRACE)
+
+
+def _flush_std_streams() -> None:
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (AttributeError, OSError, ValueError):
+            pass  # a closed or replaced stream is the user's
+
+
+class _CapturedLogHandler(logging.Handler):
+    """Writes each record, as ``LEVEL name: message``, to descriptor 2: into the capture, in
+    order with what was printed around it (the operator reads the prefix back as the level)."""
+
+    def __init__(self) -> None:
         super().__init__(logging.INFO)
         self.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
-        self._sink = sink
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
-            self._sink.put(self.format(record) + "\n")
+            data = (self.format(record) + "\n").encode("utf-8", "replace")
+            while data:
+                data = data[os.write(2, data) :]
         except Exception:  # noqa: BLE001 - logging must never break the callable
             self.handleError(record)
 
@@ -321,16 +370,18 @@ def run_streaming(
         finally:
             wake.set()
 
-    saved_stdout, saved_stderr = sys.stdout, sys.stderr
     root = logging.getLogger()
     saved_level = root.level
-    handler = _QueueLogHandler(sink)
+    handler = _CapturedLogHandler()
+    capture = _FdCapture(sink).__enter__()
     saved_environ = {name: os.environ.get(name) for name in environ or {}}
     os.environ.update(environ or {})
-    sys.stdout = _StreamTee(saved_stdout, sink)
-    sys.stderr = _StreamTee(saved_stderr, sink)
+    # Records of INFO and above reach the task log at their level (the operator reads the
+    # handler's "LEVEL name: message" prefix). A root level left at its default is lowered to
+    # INFO for the call; a level the user's code sets meanwhile is kept.
     root.addHandler(handler)
-    if root.level > logging.INFO or root.level == logging.NOTSET:
+    lowered = root.level > logging.INFO or root.level == logging.NOTSET
+    if lowered:
         root.setLevel(logging.INFO)
     try:
         worker = threading.Thread(target=_call, name="airflow-ray-callable", daemon=True)
@@ -347,9 +398,10 @@ def run_streaming(
                 yield Output(masked(text, secrets)).to_wire()
                 text = _drain(sink, 0)
     finally:
-        sys.stdout, sys.stderr = saved_stdout, saved_stderr
+        capture.__exit__()
         root.removeHandler(handler)
-        root.setLevel(saved_level)
+        if lowered and root.level == logging.INFO:
+            root.setLevel(saved_level)
         for name, before in saved_environ.items():
             if before is None:
                 os.environ.pop(name, None)

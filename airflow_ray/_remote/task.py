@@ -315,6 +315,55 @@ def missing_packages(names: list[str]) -> list[str]:
     return [name for name in names if importlib.util.find_spec(name) is None]
 
 
+class _OutputSender(threading.Thread):
+    """Sends captured output to the owner actor while the callable holds the task's own thread.
+
+    A streaming task's items can only be yielded by the thread that runs the task, which is busy
+    with the callable; so output goes to ``owner.output.remote(call_id, text)`` from here, in
+    order (Ray keeps the order of one caller's calls to an actor).
+    """
+
+    def __init__(
+        self, report: tuple[Any, str], sink: queue.SimpleQueue[str], wake: threading.Event, secrets: list[str]
+    ) -> None:
+        super().__init__(name="airflow-ray-output-sender", daemon=True)
+        self._owner, self._call_id = report
+        self._sink = sink
+        self._wake = wake
+        self._secrets = secrets
+        self._done = threading.Event()
+        self._last: Any = None
+
+    def run(self) -> None:
+        while True:
+            finishing = self._done.is_set()
+            if self._wake.wait(FLUSH_INTERVAL) and not finishing:
+                time.sleep(MIN_FLUSH_GAP)  # the rest of a line written in parts
+            self._wake.clear()
+            text = _drain(self._sink, 0)
+            while text:
+                try:
+                    self._last = self._owner.output.remote(self._call_id, masked(text, self._secrets))
+                except Exception:  # noqa: BLE001 - output is best effort; the callable's result is not
+                    pass
+                text = _drain(self._sink, 0)
+            if finishing:
+                return
+
+    def finish(self, timeout: float = 30.0) -> None:
+        """Send what is left, and return once the owner has taken the last of it."""
+        self._done.set()
+        self._wake.set()
+        self.join()
+        if self._last is not None:
+            import ray
+
+            try:
+                ray.get(self._last, timeout=timeout)
+            except Exception:  # noqa: BLE001 - as above: the result still goes back
+                pass
+
+
 def run_streaming(
     fn: Callable[..., Any],
     args: tuple[Any, ...],
@@ -323,6 +372,7 @@ def run_streaming(
     *inputs: Any,
     requires: tuple[tuple[str, str], ...] = (),
     environ: dict[str, str] | None = None,
+    report: tuple[Any, str] | None = None,
 ) -> Iterator[Any]:
     """Run ``fn(*args, **kwargs)`` and stream its output; the Ray task body.
 
@@ -330,6 +380,10 @@ def run_streaming(
         missing package fails the task at once instead of after the callable's work.
     :param environ: environment variables set only while the callable runs (the Airflow
         connections its task names); what they were before is put back after it.
+    :param report: ``(owner actor, call id)``: the callable runs on this task's own thread (the
+        worker's main thread, where libraries may install signal handlers) and its output goes
+        to ``owner.output.remote(call_id, text)``. Without it the callable runs on a thread of
+        its own and its output comes back as :class:`~.protocol.Output` items.
     """
     lacking = missing_packages([package for package, _ in requires])
     if lacking:
@@ -383,20 +437,25 @@ def run_streaming(
     lowered = root.level > logging.INFO or root.level == logging.NOTSET
     if lowered:
         root.setLevel(logging.INFO)
+    sender = None if report is None else _OutputSender(report, sink, wake, secrets)
     try:
-        worker = threading.Thread(target=_call, name="airflow-ray-callable", daemon=True)
-        worker.start()
-        while worker.is_alive():
-            # Output goes out as soon as it is written (at most every MIN_FLUSH_GAP), so that what
-            # a callable printed just before its process dies (os._exit, a segfault, the memory
-            # monitor) has reached the caller.
-            if wake.wait(FLUSH_INTERVAL):
-                time.sleep(MIN_FLUSH_GAP)  # the rest of a line written in parts (print: text, "\n")
-            wake.clear()
-            text = _drain(sink, 0)
-            while text:
-                yield Output(masked(text, secrets)).to_wire()
+        if sender is not None:
+            sender.start()
+            _call()  # on the thread Ray runs the task on: the worker's main thread
+        else:
+            worker = threading.Thread(target=_call, name="airflow-ray-callable", daemon=True)
+            worker.start()
+            while worker.is_alive():
+                # Output goes out as soon as it is written (at most every MIN_FLUSH_GAP), so that
+                # what a callable printed just before its process dies (os._exit, a segfault, the
+                # memory monitor) has reached the caller.
+                if wake.wait(FLUSH_INTERVAL):
+                    time.sleep(MIN_FLUSH_GAP)  # the rest of a line written in parts (print: text, "\n")
+                wake.clear()
                 text = _drain(sink, 0)
+                while text:
+                    yield Output(masked(text, secrets)).to_wire()
+                    text = _drain(sink, 0)
     finally:
         capture.__exit__()
         root.removeHandler(handler)
@@ -407,6 +466,8 @@ def run_streaming(
                 os.environ.pop(name, None)
             else:
                 os.environ[name] = before
+        if sender is not None:
+            sender.finish()
     text = _drain(sink, 0)
     while text:
         yield Output(masked(text, secrets)).to_wire()

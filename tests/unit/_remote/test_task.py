@@ -238,3 +238,32 @@ def test_describe_numpy_without_copying():
 
     meta = remote_call.describe(np.zeros((3, 4), dtype=np.float32))
     assert meta == {"type": "numpy.ndarray", "size_bytes": 48, "shape": [3, 4], "dtype": "float32"}
+
+
+class FakeOwner:
+    """Takes ``owner.output.remote(call_id, text)`` as the owner actor would."""
+
+    def __init__(self) -> None:
+        self.received: list[tuple[str, str]] = []
+        self.output = self
+
+    def remote(self, call_id: str, text: str) -> None:
+        self.received.append((call_id, text))
+
+
+def test_with_an_owner_to_report_to_the_callable_runs_on_the_tasks_own_thread():
+    import signal
+
+    owner = FakeOwner()
+
+    def work():
+        signal.signal(signal.SIGTERM, signal.getsignal(signal.SIGTERM))  # main thread only
+        print("printed")
+        logging.getLogger("user").warning("logged")
+        return threading.current_thread() is threading.main_thread()
+
+    with worker_streams():
+        result = list(remote_call.run_streaming(work, (), {}, report=(owner, "7-1")))
+    assert result[0] == ("output", "") and result[1][0] == "return" and result[2] is True
+    assert {call_id for call_id, _ in owner.received} == {"7-1"}
+    assert "".join(text for _, text in owner.received) == "printed\nWARNING user: logged\n"

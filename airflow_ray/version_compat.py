@@ -72,7 +72,7 @@ def driver_identity() -> DriverIdentity | None:
     if ray.util.client.ray.is_connected():
         worker: Any = ray.util.client.ray.get_context().client_worker
         return DriverIdentity(
-            address=f"ray://{worker._conn_str}",
+            address="ray://" + str(worker._conn_str).removeprefix("ray://"),
             namespace=str(ray.get_runtime_context().namespace),
             token=token,
             references=sum(1 for count in worker.reference_count.values() if count > 0),

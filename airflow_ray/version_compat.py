@@ -2,16 +2,24 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
-from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 # Airflow 3.3's crash-safe reconnect: the Ray task's id is kept in the task state store, and a
 # retry after the worker died follows that task instead of starting it again.
 from airflow.sdk.bases.resumablejobmixin import ResumableJobMixin
 
-__all__ = ["ClientPingRefused", "ResumableJobMixin", "client_ping", "gcs_session_name", "use_ray_token"]
+__all__ = [
+    "ClientPingRefused",
+    "DriverIdentity",
+    "ResumableJobMixin",
+    "client_ping",
+    "driver_address",
+    "driver_identity",
+    "gcs_session_name",
+    "use_ray_token",
+]
 
 RAY_AUTH_MODE_ENV = "RAY_AUTH_MODE"
 RAY_AUTH_TOKEN_ENV = "RAY_AUTH_TOKEN"
@@ -21,8 +29,11 @@ RAY_AUTH_TOKEN_PATH_ENV = "RAY_AUTH_TOKEN_PATH"
 def use_ray_token(token: str | None) -> None:
     """Make this process present ``token`` to Ray (token authentication, on by default since 2.5x).
 
-    Ray reads the token from the environment and caches it in C++; the cache must be reset when a
-    process (``dag.test()`` runs every task in one) moves between clusters with different tokens.
+    Process-wide on purpose, and for the driver-connect path only
+    (:func:`airflow_ray.cluster.connect.ensure_driver`, under its lock): a Ray driver reads its
+    token from the environment and caches it in C++, and goes on reading that cache for as long
+    as it is connected, so the token must stay in place after ``ray.init``. HTTP callers (the
+    Jobs API, the triggerer, the API server) send it as a header instead and never come here.
     ``None`` leaves Ray's own discovery (``~/.ray/auth_token``) in place.
     """
     if token is None:
@@ -36,29 +47,53 @@ def use_ray_token(token: str | None) -> None:
     AuthenticationTokenLoader.instance().reset_cache()
 
 
-@contextlib.contextmanager
-def ray_token_for_a_moment(token: str) -> Iterator[None]:
-    """Present ``token`` to Ray inside the block only; then the process's token is what it was.
+@dataclass(frozen=True)
+class DriverIdentity:
+    """What this process is a Ray driver of, as Ray itself knows it."""
 
-    A process that is already a Ray driver of one cluster (``dag.test()`` runs every task in
-    one) and checks on another would otherwise go on presenting the other cluster's token, and
-    every call to its own cluster would fail authentication.
-    """
-    names = (RAY_AUTH_MODE_ENV, RAY_AUTH_TOKEN_ENV, RAY_AUTH_TOKEN_PATH_ENV)
-    saved = {name: os.environ.get(name) for name in names}
-    use_ray_token(token)
-    try:
-        yield
-    finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
-        from ray._raylet import AuthenticationTokenLoader, Config  # type: ignore[attr-defined]
+    address: str
+    """The GCS address (``host:port``) of a native driver, ``ray://host:port`` through Ray Client."""
+    namespace: str
+    token: str
+    """The token this process presents to Ray (empty: none)."""
+    references: int
+    """Object references this process holds in that cluster (what disconnecting would break)."""
 
-        Config.initialize("")
-        AuthenticationTokenLoader.instance().reset_cache()
+
+def driver_identity() -> DriverIdentity | None:
+    """What this process is a Ray driver of, or ``None`` when it is none; asked of Ray, not kept."""
+    import ray
+
+    if not ray.is_initialized():
+        return None
+    from ray._raylet import AuthenticationTokenLoader  # type: ignore[attr-defined]
+
+    token = AuthenticationTokenLoader.instance().get_raw_token()
+    if ray.util.client.ray.is_connected():
+        worker: Any = ray.util.client.ray.get_context().client_worker
+        return DriverIdentity(
+            address="ray://" + str(worker._conn_str).removeprefix("ray://"),
+            namespace=str(ray.get_runtime_context().namespace),
+            token=token,
+            references=sum(1 for count in worker.reference_count.values() if count > 0),
+        )
+    core_worker: Any = ray._private.worker.global_worker.core_worker  # type: ignore[attr-defined]
+    return DriverIdentity(
+        address=str(ray.get_runtime_context().gcs_address),
+        namespace=str(ray.get_runtime_context().namespace),
+        token=token,
+        references=len(core_worker.get_all_reference_counts()),
+    )
+
+
+def driver_address(address: str) -> str:
+    """``address`` (``host:port``, ``auto`` or ``ray://host:port``) as :func:`driver_identity`
+    reports it once this process is connected there (Ray resolves ``auto`` and ``localhost``)."""
+    if address.startswith("ray://"):
+        return address
+    from ray._private.services import canonicalize_bootstrap_address
+
+    return canonicalize_bootstrap_address(address) or address
 
 
 def gcs_session_name(gcs_address: str, timeout: float) -> str:

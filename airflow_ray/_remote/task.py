@@ -18,9 +18,9 @@ and ``kwargs`` say where each one goes.
 from __future__ import annotations
 
 import asyncio
+import codecs
 import importlib.util
 import inspect
-import io
 import json
 import logging
 import os
@@ -40,6 +40,7 @@ __all__ = ["FLUSH_INTERVAL", "describe", "pickle_exception", "ref_slot", "run_st
 FLUSH_INTERVAL = 0.2
 MIN_FLUSH_GAP = 0.01
 _MAX_CHUNK = 256 * 1024
+_READER_GRACE = 2.0
 
 
 class _Sink(queue.SimpleQueue[str]):
@@ -54,48 +55,96 @@ class _Sink(queue.SimpleQueue[str]):
         self.wake.set()
 
 
-class _StreamTee(io.TextIOBase):
-    """A text stream that writes through to ``target`` and copies everything into ``sink``."""
+class _FdCapture:
+    """While open, what the process writes to its file descriptors 1 and 2 goes into ``sink``
+    as well as where it went before (the Ray worker's log files).
 
-    def __init__(self, target: Any, sink: queue.SimpleQueue[str]) -> None:
-        self._target = target
-        self._sink = sink
+    Captured below Python (``print``, logging's stream handlers, C libraries and child processes
+    alike), so ``sys.stdout`` and ``sys.stderr`` stay the objects the user's code sees. Both
+    descriptors share one pipe, which keeps their lines in the order they were written; a reader
+    thread forwards what arrives. The reader never writes to 1 or 2 itself: that would feed its
+    own pipe.
+    """
 
-    def writable(self) -> bool:
-        return True
+    _FDS = (1, 2)
 
-    def write(self, text: str) -> int:
-        if text:
-            self._sink.put(text)
-            try:
-                self._target.write(text)
-            except (OSError, ValueError):
-                pass  # the worker's log file is not ours to fail on
-        return len(text)
-
-    def flush(self) -> None:
-        try:
-            self._target.flush()
-        except (OSError, ValueError):
-            pass
-
-    def isatty(self) -> bool:
-        return False
-
-    @property
-    def encoding(self) -> str:  # type: ignore[override]
-        return "utf-8"
-
-
-class _QueueLogHandler(logging.Handler):
     def __init__(self, sink: queue.SimpleQueue[str]) -> None:
+        self._sink = sink
+        self._saved: dict[int, int] = {}
+        self._reader: threading.Thread | None = None
+
+    def __enter__(self) -> _FdCapture:
+        _flush_std_streams()
+        read_end, write_end = os.pipe()
+        echo = os.dup(1)  # the reader's own copy: it outlives the capture if a child keeps the pipe
+        self._saved = {fd: os.dup(fd) for fd in self._FDS}
+        for fd in self._FDS:
+            os.dup2(write_end, fd)
+        os.close(write_end)
+        self._reader = threading.Thread(
+            target=self._forward, args=(read_end, echo), name="airflow-ray-output", daemon=True
+        )
+        self._reader.start()
+        return self
+
+    def _forward(self, read_end: int, echo: int) -> None:
+        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        try:
+            while True:
+                try:
+                    data = os.read(read_end, _MAX_CHUNK)
+                except InterruptedError:
+                    continue
+                except OSError:
+                    break
+                if not data:
+                    break
+                try:
+                    os.write(echo, data)
+                except OSError:
+                    pass  # the worker's log file is not ours to fail on
+                text = decoder.decode(data)
+                if text:
+                    self._sink.put(text)
+            text = decoder.decode(b"", final=True)
+            if text:
+                self._sink.put(text)
+        finally:
+            os.close(read_end)
+            os.close(echo)
+
+    def __exit__(self, *exc: object) -> None:
+        _flush_std_streams()
+        for fd, saved in self._saved.items():
+            os.dup2(saved, fd)  # closes the pipe's write end that fd held
+            os.close(saved)
+        # The reader ends once the pipe has no writer left. A child process of the callable that
+        # still runs keeps one: its later output then goes on to the worker's log only.
+        if self._reader is not None:
+            self._reader.join(_READER_GRACE)
+
+
+def _flush_std_streams() -> None:
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (AttributeError, OSError, ValueError):
+            pass  # a closed or replaced stream is the user's
+
+
+class _CapturedLogHandler(logging.Handler):
+    """Writes each record, as ``LEVEL name: message``, to descriptor 2: into the capture, in
+    order with what was printed around it (the operator reads the prefix back as the level)."""
+
+    def __init__(self) -> None:
         super().__init__(logging.INFO)
         self.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
-        self._sink = sink
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
-            self._sink.put(self.format(record) + "\n")
+            data = (self.format(record) + "\n").encode("utf-8", "replace")
+            while data:
+                data = data[os.write(2, data) :]
         except Exception:  # noqa: BLE001 - logging must never break the callable
             self.handleError(record)
 
@@ -266,6 +315,55 @@ def missing_packages(names: list[str]) -> list[str]:
     return [name for name in names if importlib.util.find_spec(name) is None]
 
 
+class _OutputSender(threading.Thread):
+    """Sends captured output to the owner actor while the callable holds the task's own thread.
+
+    A streaming task's items can only be yielded by the thread that runs the task, which is busy
+    with the callable; so output goes to ``owner.output.remote(call_id, text)`` from here, in
+    order (Ray keeps the order of one caller's calls to an actor).
+    """
+
+    def __init__(
+        self, report: tuple[Any, str], sink: queue.SimpleQueue[str], wake: threading.Event, secrets: list[str]
+    ) -> None:
+        super().__init__(name="airflow-ray-output-sender", daemon=True)
+        self._owner, self._call_id = report
+        self._sink = sink
+        self._wake = wake
+        self._secrets = secrets
+        self._done = threading.Event()
+        self._last: Any = None
+
+    def run(self) -> None:
+        while True:
+            finishing = self._done.is_set()
+            if self._wake.wait(FLUSH_INTERVAL) and not finishing:
+                time.sleep(MIN_FLUSH_GAP)  # the rest of a line written in parts
+            self._wake.clear()
+            text = _drain(self._sink, 0)
+            while text:
+                try:
+                    self._last = self._owner.output.remote(self._call_id, masked(text, self._secrets))
+                except Exception:  # noqa: BLE001 - output is best effort; the callable's result is not
+                    pass
+                text = _drain(self._sink, 0)
+            if finishing:
+                return
+
+    def finish(self, timeout: float = 30.0) -> None:
+        """Send what is left, and return once the owner has taken the last of it."""
+        self._done.set()
+        self._wake.set()
+        self.join()
+        if self._last is not None:
+            import ray
+
+            try:
+                ray.get(self._last, timeout=timeout)
+            except Exception:  # noqa: BLE001 - as above: the result still goes back
+                pass
+
+
 def run_streaming(
     fn: Callable[..., Any],
     args: tuple[Any, ...],
@@ -274,6 +372,7 @@ def run_streaming(
     *inputs: Any,
     requires: tuple[tuple[str, str], ...] = (),
     environ: dict[str, str] | None = None,
+    report: tuple[Any, str] | None = None,
 ) -> Iterator[Any]:
     """Run ``fn(*args, **kwargs)`` and stream its output; the Ray task body.
 
@@ -281,6 +380,10 @@ def run_streaming(
         missing package fails the task at once instead of after the callable's work.
     :param environ: environment variables set only while the callable runs (the Airflow
         connections its task names); what they were before is put back after it.
+    :param report: ``(owner actor, call id)``: the callable runs on this task's own thread (the
+        worker's main thread, where libraries may install signal handlers) and its output goes
+        to ``owner.output.remote(call_id, text)``. Without it the callable runs on a thread of
+        its own and its output comes back as :class:`~.protocol.Output` items.
     """
     lacking = missing_packages([package for package, _ in requires])
     if lacking:
@@ -321,40 +424,50 @@ def run_streaming(
         finally:
             wake.set()
 
-    saved_stdout, saved_stderr = sys.stdout, sys.stderr
     root = logging.getLogger()
     saved_level = root.level
-    handler = _QueueLogHandler(sink)
+    handler = _CapturedLogHandler()
+    capture = _FdCapture(sink).__enter__()
     saved_environ = {name: os.environ.get(name) for name in environ or {}}
     os.environ.update(environ or {})
-    sys.stdout = _StreamTee(saved_stdout, sink)
-    sys.stderr = _StreamTee(saved_stderr, sink)
+    # Records of INFO and above reach the task log at their level (the operator reads the
+    # handler's "LEVEL name: message" prefix). A root level left at its default is lowered to
+    # INFO for the call; a level the user's code sets meanwhile is kept.
     root.addHandler(handler)
-    if root.level > logging.INFO or root.level == logging.NOTSET:
+    lowered = root.level > logging.INFO or root.level == logging.NOTSET
+    if lowered:
         root.setLevel(logging.INFO)
+    sender = None if report is None else _OutputSender(report, sink, wake, secrets)
     try:
-        worker = threading.Thread(target=_call, name="airflow-ray-callable", daemon=True)
-        worker.start()
-        while worker.is_alive():
-            # Output goes out as soon as it is written (at most every MIN_FLUSH_GAP), so that what
-            # a callable printed just before its process dies (os._exit, a segfault, the memory
-            # monitor) has reached the caller.
-            if wake.wait(FLUSH_INTERVAL):
-                time.sleep(MIN_FLUSH_GAP)  # the rest of a line written in parts (print: text, "\n")
-            wake.clear()
-            text = _drain(sink, 0)
-            while text:
-                yield Output(masked(text, secrets)).to_wire()
+        if sender is not None:
+            sender.start()
+            _call()  # on the thread Ray runs the task on: the worker's main thread
+        else:
+            worker = threading.Thread(target=_call, name="airflow-ray-callable", daemon=True)
+            worker.start()
+            while worker.is_alive():
+                # Output goes out as soon as it is written (at most every MIN_FLUSH_GAP), so that
+                # what a callable printed just before its process dies (os._exit, a segfault, the
+                # memory monitor) has reached the caller.
+                if wake.wait(FLUSH_INTERVAL):
+                    time.sleep(MIN_FLUSH_GAP)  # the rest of a line written in parts (print: text, "\n")
+                wake.clear()
                 text = _drain(sink, 0)
+                while text:
+                    yield Output(masked(text, secrets)).to_wire()
+                    text = _drain(sink, 0)
     finally:
-        sys.stdout, sys.stderr = saved_stdout, saved_stderr
+        capture.__exit__()
         root.removeHandler(handler)
-        root.setLevel(saved_level)
+        if lowered and root.level == logging.INFO:
+            root.setLevel(saved_level)
         for name, before in saved_environ.items():
             if before is None:
                 os.environ.pop(name, None)
             else:
                 os.environ[name] = before
+        if sender is not None:
+            sender.finish()
     text = _drain(sink, 0)
     while text:
         yield Output(masked(text, secrets)).to_wire()

@@ -223,6 +223,88 @@ def init_bounded(init_kwargs: dict[str, Any], *, where: str, timeout: float) -> 
     ) from error
 
 
+# Ray keeps one driver connection per process, and a driver presents the token it finds in the
+# environment for as long as it is connected (version_compat.use_ray_token). Deciding whether to
+# connect, disconnecting and connecting are done under this lock, so that two threads of one
+# process (an API server's, a triggerer's) never interleave them.
+_DRIVER_LOCK = threading.RLock()
+
+
+def ensure_driver(
+    address: str,
+    kind: AddressKind,
+    *,
+    token: str | None,
+    namespace: str,
+    init_kwargs: dict[str, Any],
+    where: str,
+    timeout: float,
+) -> bool:
+    """Make this process a driver of the cluster at ``address`` in ``namespace``, unless it is one.
+
+    What the process is connected to is asked of Ray (:func:`~airflow_ray.version_compat.driver_identity`),
+    never remembered here. Ray allows one driver connection per process: a process that is a
+    driver of another cluster (or namespace, or with another token) is disconnected first, but
+    only when it holds no object references there, which disconnecting would break (a value
+    being resolved, a result not yet handed over). Otherwise this raises, naming both.
+
+    :param init_kwargs: ``ray.init`` keywords other than the address and namespace; they apply
+        when this call connects, and a driver that is already connected keeps its own.
+    :returns: whether this call connected (``False``: the process was a driver there already).
+    :raises RayConnectionError: the process holds references in another cluster, or
+        connecting failed (see :func:`attach`).
+    """
+    import ray
+
+    from airflow_ray.version_compat import driver_address, driver_identity
+
+    with _DRIVER_LOCK:
+        current = driver_identity()
+        if current is not None:
+            wanted = driver_address(address)
+            if (
+                current.address == wanted
+                and current.namespace == namespace
+                and (token is None or current.token == token)
+            ):
+                return False
+            if current.references:
+                import gc
+
+                gc.collect()  # references only a cycle keeps alive are not in use
+                current = driver_identity()
+            if current is not None and current.references:
+                differs = "namespace" if current.address == wanted else "cluster"
+                raise RayConnectionError(
+                    f"This process is a Ray driver of the cluster at {current.address} (namespace "
+                    f"{current.namespace!r}) and holds {current.references} object reference(s) "
+                    f"there, so it cannot become a driver of {where} (namespace {namespace!r}), "
+                    f"another {differs}: Ray allows one driver connection per process, and "
+                    f"disconnecting would break those references. Give the tasks that need both "
+                    f"the same connection, use transport 'jobs' for one of them (it needs no "
+                    f"driver), or run them in separate processes (each Airflow task runs in its "
+                    f"own outside dag.test())."
+                )
+            if current is not None:
+                log.info(
+                    "This process is a Ray driver of the cluster at %s (namespace %r), holding no "
+                    "object there; disconnecting it to connect to %s",
+                    current.address,
+                    current.namespace,
+                    where,
+                )
+                ray.shutdown()
+        attach(
+            address,
+            kind,
+            token=token,
+            init_kwargs={**init_kwargs, "namespace": namespace},
+            where=where,
+            timeout=timeout,
+        )
+        return True
+
+
 def attach(
     address: str,
     kind: AddressKind,
@@ -246,7 +328,14 @@ def attach(
     from airflow_ray.version_compat import use_ray_token
 
     deadline = time.monotonic() + timeout
-    use_ray_token(token)
+    with _DRIVER_LOCK:
+        use_ray_token(token)
+        _attach(address, kind, init_kwargs=init_kwargs, where=where, deadline=deadline)
+
+
+def _attach(
+    address: str, kind: AddressKind, *, init_kwargs: dict[str, Any], where: str, deadline: float
+) -> None:
     if kind in (AddressKind.GCS, AddressKind.CLIENT, AddressKind.EMBEDDED):
         host, _, port = address.removeprefix("ray://").rpartition(":")
         check_port(host, int(port), where=where, timeout=_left(deadline))

@@ -281,7 +281,7 @@ class EmbeddedCluster:
                 "RAY_USAGE_STATS_ENABLED": "0",
             }
         )
-        token = self.token()
+        self.token()  # created before the head starts, which reads it from RAY_AUTH_TOKEN_PATH
         with open(self.log_path, "ab") as log:
             process = subprocess.Popen(
                 command,
@@ -301,13 +301,12 @@ class EmbeddedCluster:
             ray_version=_installed_ray_version(),
             started_at=time.time(),
         )
-        self._wait_until_ready(process, head, token)
+        self._wait_until_ready(process, head)
         self._info_path.write_text(json.dumps(asdict(head), indent=2))
         return head
 
-    def _wait_until_ready(self, process: subprocess.Popen[bytes], head: EmbeddedHead, token: str) -> None:
-        from airflow_ray.cluster.connect import check_gcs
-        from airflow_ray.version_compat import ray_token_for_a_moment
+    def _wait_until_ready(self, process: subprocess.Popen[bytes], head: EmbeddedHead) -> None:
+        from airflow_ray.cluster.connect import check_speaks_grpc
 
         deadline = time.monotonic() + START_TIMEOUT
         while time.monotonic() < deadline:
@@ -326,11 +325,11 @@ class EmbeddedCluster:
                 f"Its output ({self.log_path}) ends with:\n{_tail(self.log_path)}"
             )
         while True:
+            # Looked at without a token: presenting one would change this process's, which a
+            # driver of another cluster (dag.test() runs every task in one) goes on using.
+            # `ray start` prints this line once the GCS answers and the node has registered.
             try:
-                with ray_token_for_a_moment(token):  # this process may be a driver of another cluster
-                    check_gcs(head.gcs_address, where="the embedded local cluster", timeout=5.0)
-                # The GCS answers before the raylet has registered the node; `ray start`
-                # prints this line once the node is up.
+                check_speaks_grpc(LOOPBACK, head.gcs_port, where="the embedded local cluster")
                 if b"Ray runtime started" in self.log_path.read_bytes()[-20000:]:
                     return
             except RayConnectionError:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import enum
-import json
 import time
 from contextvars import ContextVar
 from dataclasses import dataclass, field
@@ -22,11 +21,6 @@ if TYPE_CHECKING:
     from airflow_ray.cluster.local import EmbeddedCluster, EmbeddedHead
     from airflow_ray.cluster.probe import ClusterSummary
     from airflow_ray.cluster.transport import Transport
-
-# What this process is connected to. Ray keeps one global connection per process; dag.test()
-# runs every task of a DAG in one process, so a hook reuses that connection when it is to the
-# same cluster and replaces it otherwise.
-_connected: tuple[str, str, str, str] | None = None
 
 DEFAULT_NAMESPACE = "airflow"
 
@@ -213,8 +207,14 @@ class RayHook(BaseHook):
         return f"connection {self.conn_name!r} (address {address or self.settings.address})"
 
     def get_conn(self) -> Any:
-        """Connect this process to the cluster (reusing a connection to it) and return ``ray``."""
-        global _connected
+        """Make this process a Ray driver of the connection's cluster and return ``ray``.
+
+        Ray allows one driver connection per process, and Ray itself says what that is: a process
+        already connected there (``dag.test()`` runs every task of a DAG in one) stays connected;
+        one connected elsewhere is moved over only when it holds nothing there, and otherwise
+        gets a :class:`~airflow_ray.exceptions.RayConnectionError` naming both clusters
+        (:func:`airflow_ray.cluster.connect.ensure_driver`).
+        """
         import ray
 
         from airflow_ray.cluster import connect
@@ -222,30 +222,22 @@ class RayHook(BaseHook):
         settings = self.settings
         # Starting the embedded cluster has its own deadline; the connect timeout starts after it.
         address, token = self._resolve_address(settings)
-        key = (address, settings.namespace, token or "", json.dumps(settings.init_kwargs, sort_keys=True))
-        if ray.is_initialized() and _connected == key:
-            return ray
-        if ray.is_initialized():
-            ray.shutdown()
-            _connected = None
+        init_kwargs = dict(settings.init_kwargs)
+        namespace = str(init_kwargs.pop("namespace", None) or settings.namespace)
+        # The callable's output is streamed into the task log by the operator; Ray's own
+        # asynchronous forwarding would print it a second time, late.
+        init_kwargs.setdefault("log_to_driver", False)
         where = self.describe(address)
-        init_kwargs: dict[str, Any] = {
-            "namespace": settings.namespace,
-            # The callable's output is streamed into the task log by the operator; Ray's own
-            # asynchronous forwarding would print it a second time, late.
-            "log_to_driver": False,
-            **settings.init_kwargs,
-        }
-        connect.attach(
+        if connect.ensure_driver(
             address,
             settings.address.kind,
             token=token,
+            namespace=namespace,
             init_kwargs=init_kwargs,
             where=where,
             timeout=self.connect_timeout,
-        )
-        _connected = key
-        self.log.info("Connected to the Ray cluster of %s", where)
+        ):
+            self.log.info("Connected to the Ray cluster of %s", where)
         return ray
 
     def _resolve_address(self, settings: RayConnectionSettings) -> tuple[str, str | None]:

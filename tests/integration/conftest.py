@@ -52,13 +52,12 @@ def no_driver_left_behind() -> Iterator[None]:
     import ray
 
     from airflow_ray.cluster.local import EmbeddedCluster
-    from airflow_ray.hooks import ray as hook_module
+    from airflow_ray.version_compat import driver_address, driver_identity
 
     head = EmbeddedCluster.from_config().status()
-    connected = hook_module._connected
-    if ray.is_initialized() and (head is None or connected is None or connected[0] != head.gcs_address):
+    connected = driver_identity()
+    if connected is not None and (head is None or connected.address != driver_address(head.gcs_address)):
         ray.shutdown()  # a cluster of the module's own (the session's embedded one stays)
-        hook_module._connected = None
 
 
 @pytest.fixture(scope="session")

@@ -127,6 +127,37 @@ def test_output_streams_into_the_task_log_while_running(ray_cluster, capfd):
     assert "INFO user.code" not in out
 
 
+def installs_a_signal_handler() -> str:
+    import signal
+    import sys
+    import threading
+
+    # What libraries such as a training framework do: only possible on the main thread.
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: None)
+    signal.signal(signal.SIGTERM, previous)
+    print("handler installed on the main thread", flush=True)
+    print("written to stderr", file=sys.stderr, flush=True)
+    return threading.current_thread().name
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="needs the owner actor to take output from the task (OwnerActor.output) and to pass "
+    "run_streaming report=(itself, call_id): a task's generator yields only from the thread Ray "
+    "runs it on, which a callable on the main thread holds",
+)
+def test_a_callable_that_installs_a_signal_handler_runs_and_its_output_reaches_the_task_log(
+    ray_cluster, capfd
+):
+    with DAG("t_signal", schedule=None, start_date=START) as dag:
+        RayPythonOperator(task_id="signals", python_callable=installs_a_signal_handler)
+    dag_run = run_dag(dag)
+    out = capfd.readouterr().out
+    assert task_states(dag_run) == {"signals": "success"}, out[-3000:]
+    assert xcom(dag_run, "signals") == "MainThread"
+    assert "handler installed on the main thread" in out and "written to stderr" in out
+
+
 class DataError(ValueError):
     pass
 

@@ -4,17 +4,22 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import pickle
+import subprocess
 import sys
 import threading
+import time
 
 import pytest
 
 from airflow_ray._remote import task as remote_call
+from tests.unit._remote.streams import worker_streams
 
 
 def events(fn, *args, **kwargs):
-    return list(remote_call.run_streaming(fn, args, kwargs))
+    with worker_streams():
+        return list(remote_call.run_streaming(fn, args, kwargs))
 
 
 def test_output_then_return_marker_then_value():
@@ -44,23 +49,55 @@ def test_output_is_yielded_while_the_callable_runs():
         returned.set()
         return released
 
-    generator = remote_call.run_streaming(waits_for_the_test, (), {})
-    assert next(generator) == ("output", "")  # at once: the task has a worker
-    assert next(generator) == ("output", "first\n")
-    # "first" arrived while the callable still ran: it returns only once released, below.
-    assert not returned.is_set()
-    release.set()
-    *output, _, value = list(generator)
-    assert value is True and "second\n" in "".join(text for _, text in output)
+    with worker_streams():
+        generator = remote_call.run_streaming(waits_for_the_test, (), {})
+        assert next(generator) == ("output", "")  # at once: the task has a worker
+        assert next(generator) == ("output", "first\n")
+        # "first" arrived while the callable still ran: it returns only once released, below.
+        assert not returned.is_set()
+        release.set()
+        *output, _, value = list(generator)
+        assert value is True and "second\n" in "".join(text for _, text in output)
 
 
-def test_streams_and_logging_are_restored():
+def test_streams_and_logging_are_left_as_they_are():
     root = logging.getLogger()
     level, handlers = root.level, list(root.handlers)
-    stdout, stderr = sys.stdout, sys.stderr
-    events(lambda: print("x", file=sys.stderr))
-    assert (sys.stdout, sys.stderr) == (stdout, stderr)
+    with worker_streams():
+        streams = sys.stdout, sys.stderr
+        seen = []
+
+        def work():
+            seen.append((sys.stdout, sys.stderr))
+            print("x", file=sys.stderr)
+
+        output = "".join(e[1] for e in list(remote_call.run_streaming(work, (), {}))[:-2])
+        assert seen == [streams] and (sys.stdout, sys.stderr) == streams
+    assert output == "x\n"
     assert root.level == level and root.handlers == handlers
+
+
+def test_what_c_code_and_child_processes_write_is_captured_too():
+    def work():
+        os.write(1, b"from C\n")
+        subprocess.run(
+            [sys.executable, "-c", "import sys; print('child out'); print('child err', file=sys.stderr)"],
+            check=True,
+        )
+
+    output = "".join(e[1] for e in events(work)[:-2])
+    assert output == "from C\nchild out\nchild err\n"
+
+
+def test_a_child_process_that_outlives_the_callable_does_not_hold_the_task():
+    def work():
+        subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+        print("started")
+
+    started = time.monotonic()
+    result = events(work)
+    assert time.monotonic() - started < 10
+    assert result[-1] is None and "started\n" in "".join(e[1] for e in result[:-2])
 
 
 class CustomError(Exception):
@@ -188,7 +225,8 @@ def test_inputs_fill_their_slots_and_dicts_split():
 
     args = (remote_call.ref_slot(0),)
     kwargs = {"b": {"x": [remote_call.ref_slot(1)]}, "c": remote_call.ref_slot(0)}
-    result = list(remote_call.run_streaming(pair, args, kwargs, True, 10, 5))
+    with worker_streams():
+        result = list(remote_call.run_streaming(pair, args, kwargs, True, 10, 5))
     kind, meta = result[-3]
     assert kind == "return" and meta["split_keys"] == ["sum", "c"]
     assert meta["split_meta"]["sum"]["type"] == "int"
@@ -200,3 +238,32 @@ def test_describe_numpy_without_copying():
 
     meta = remote_call.describe(np.zeros((3, 4), dtype=np.float32))
     assert meta == {"type": "numpy.ndarray", "size_bytes": 48, "shape": [3, 4], "dtype": "float32"}
+
+
+class FakeOwner:
+    """Takes ``owner.output.remote(call_id, text)`` as the owner actor would."""
+
+    def __init__(self) -> None:
+        self.received: list[tuple[str, str]] = []
+        self.output = self
+
+    def remote(self, call_id: str, text: str) -> None:
+        self.received.append((call_id, text))
+
+
+def test_with_an_owner_to_report_to_the_callable_runs_on_the_tasks_own_thread():
+    import signal
+
+    owner = FakeOwner()
+
+    def work():
+        signal.signal(signal.SIGTERM, signal.getsignal(signal.SIGTERM))  # main thread only
+        print("printed")
+        logging.getLogger("user").warning("logged")
+        return threading.current_thread() is threading.main_thread()
+
+    with worker_streams():
+        result = list(remote_call.run_streaming(work, (), {}, report=(owner, "7-1")))
+    assert result[0] == ("output", "") and result[1][0] == "return" and result[2] is True
+    assert {call_id for call_id, _ in owner.received} == {"7-1"}
+    assert "".join(text for _, text in owner.received) == "printed\nWARNING user: logged\n"

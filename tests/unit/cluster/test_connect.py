@@ -165,3 +165,79 @@ def test_any_other_failure_is_not_tried_again(ray_init):
     with pytest.raises(RayConnectionError, match=r"failed: ConnectionAbortedError: Initialization failure"):
         connect.init_bounded({"address": "ray://127.0.0.1:10001"}, where="connection 'rc'", timeout=30)
     assert ray_init["init"] == 1 and ray_init["shutdown"] == 1
+
+
+@pytest.fixture
+def driver(monkeypatch, ray_init):
+    """What Ray says this process is a driver of (``driver["now"]``), and the ``attach`` calls."""
+    from airflow_ray import version_compat
+
+    state = {"now": None, "attached": []}
+    monkeypatch.setattr(version_compat, "driver_identity", lambda: state["now"])
+    monkeypatch.setattr(version_compat, "driver_address", lambda address: address)
+    monkeypatch.setattr(
+        connect, "attach", lambda address, kind, **kw: state["attached"].append((address, kw))
+    )
+    state["calls"] = ray_init
+    return state
+
+
+def _ensure(address: str = "10.0.0.2:6379", namespace: str = "airflow", token: str | None = "t") -> bool:
+    from airflow_ray.cluster.address import AddressKind
+
+    return connect.ensure_driver(
+        address,
+        AddressKind.GCS,
+        token=token,
+        namespace=namespace,
+        init_kwargs={"log_to_driver": False},
+        where=f"connection 'c' (address {address})",
+        timeout=5,
+    )
+
+
+def _identity(
+    address: str = "10.0.0.2:6379", namespace: str = "airflow", token: str = "t", references: int = 0
+):
+    from airflow_ray.version_compat import DriverIdentity
+
+    return DriverIdentity(address, namespace, token, references)
+
+
+def test_a_driver_connects_when_it_is_none_and_stays_when_it_is_there(driver):
+    assert _ensure() is True
+    assert driver["attached"] == [
+        (
+            "10.0.0.2:6379",
+            {
+                "token": "t",
+                "init_kwargs": {"log_to_driver": False, "namespace": "airflow"},
+                "where": "connection 'c' (address 10.0.0.2:6379)",
+                "timeout": 5,
+            },
+        )
+    ]
+    driver["now"] = _identity()
+    assert _ensure() is False and _ensure(token=None) is False
+    assert len(driver["attached"]) == 1 and driver["calls"]["shutdown"] == 0
+
+
+@pytest.mark.parametrize(
+    "now", [_identity("10.0.0.9:6379"), _identity(namespace="other"), _identity(token="old")], ids=str
+)
+def test_a_driver_of_another_cluster_holding_nothing_there_is_moved_over(driver, now, caplog):
+    driver["now"] = now
+    with caplog.at_level(logging.INFO, logger="airflow_ray.cluster.connect"):
+        assert _ensure() is True
+    assert driver["calls"]["shutdown"] == 1 and len(driver["attached"]) == 1
+    assert f"driver of the cluster at {now.address}" in caplog.text
+
+
+def test_a_driver_holding_references_in_another_cluster_is_not_disconnected(driver):
+    driver["now"] = _identity("10.0.0.9:6379", references=2)
+    with pytest.raises(RayConnectionError) as info:
+        _ensure()
+    message = str(info.value)
+    assert "cluster at 10.0.0.9:6379" in message and "connection 'c' (address 10.0.0.2:6379)" in message
+    assert "holds 2 object reference(s)" in message and "transport 'jobs'" in message
+    assert driver["calls"]["shutdown"] == 0 and driver["attached"] == []

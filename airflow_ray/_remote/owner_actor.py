@@ -129,6 +129,8 @@ class OwnerActor:
         if self._run is None:
             self._run = ray.remote(run_streaming)
         remote = self._run.options(**{"max_retries": 0, **options}, num_returns="streaming")
+        self._next_id += 1
+        call_id = f"{self._next_id}-{time.time_ns()}"
         generator = remote.remote(
             fn,
             args,
@@ -137,9 +139,8 @@ class OwnerActor:
             *refs,
             requires=tuple(tuple(r) for r in requires or ()),
             environ=environ or {},
+            report=(ray.get_runtime_context().current_actor, call_id),
         )
-        self._next_id += 1
-        call_id = f"{self._next_id}-{time.time_ns()}"
         call = _Call(generator, pin, orphan_timeout)
         self._calls[call_id] = call
         if orphan_timeout and self._sweep_wake is not None:
@@ -231,6 +232,13 @@ class OwnerActor:
             ]:
                 del self._pins[key]
         self._pins[producer.pin_key] = _Pin(ref, producer, meta, created)
+
+    async def output(self, call_id: str, text: str) -> None:
+        """What the task of ``call_id`` printed or logged, sent while its callable runs."""
+        call = self._calls.get(call_id)
+        if call is not None and text:
+            call.output.append(text)
+            call.changed.set()
 
     async def poll(self, call_id: str, offset: int, timeout: float) -> dict[str, Any]:
         """A :class:`~.protocol.PollReply` (wire form): output chunks from ``offset`` on, waiting

@@ -140,12 +140,6 @@ def installs_a_signal_handler() -> str:
     return threading.current_thread().name
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="needs the owner actor to take output from the task (OwnerActor.output) and to pass "
-    "run_streaming report=(itself, call_id): a task's generator yields only from the thread Ray "
-    "runs it on, which a callable on the main thread holds",
-)
 def test_a_callable_that_installs_a_signal_handler_runs_and_its_output_reaches_the_task_log(
     ray_cluster, capfd
 ):

@@ -127,7 +127,8 @@ class OwnerActor:
             self._supersede(pin)
         self._ensure_sweeper()
         if self._run is None:
-            self._run = ray.remote(run_streaming)
+            # Ray's overloads of remote() type no required keyword-only parameter (report).
+            self._run = ray.remote(run_streaming)  # type: ignore[arg-type]
         remote = self._run.options(**{"max_retries": 0, **options}, num_returns="streaming")
         self._next_id += 1
         call_id = f"{self._next_id}-{time.time_ns()}"

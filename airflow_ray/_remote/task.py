@@ -372,7 +372,7 @@ def run_streaming(
     *inputs: Any,
     requires: tuple[tuple[str, str], ...] = (),
     environ: dict[str, str] | None = None,
-    report: tuple[Any, str] | None = None,
+    report: tuple[Any, str],
 ) -> Iterator[Any]:
     """Run ``fn(*args, **kwargs)`` and stream its output; the Ray task body.
 
@@ -380,10 +380,10 @@ def run_streaming(
         missing package fails the task at once instead of after the callable's work.
     :param environ: environment variables set only while the callable runs (the Airflow
         connections its task names); what they were before is put back after it.
-    :param report: ``(owner actor, call id)``: the callable runs on this task's own thread (the
-        worker's main thread, where libraries may install signal handlers) and its output goes
-        to ``owner.output.remote(call_id, text)``. Without it the callable runs on a thread of
-        its own and its output comes back as :class:`~.protocol.Output` items.
+    :param report: ``(owner actor, call id)``: the callable's output goes to
+        ``owner.output.remote(call_id, text)`` while it runs. The callable runs on this task's
+        own thread (the worker's main thread, where libraries may install signal handlers), so
+        the generator cannot yield while it runs: its items are the start, then the end.
     """
     lacking = missing_packages([package for package, _ in requires])
     if lacking:
@@ -437,25 +437,13 @@ def run_streaming(
     lowered = root.level > logging.INFO or root.level == logging.NOTSET
     if lowered:
         root.setLevel(logging.INFO)
-    sender = None if report is None else _OutputSender(report, sink, wake, secrets)
+    # Output goes out as soon as it is written (at most every MIN_FLUSH_GAP), so that what a
+    # callable printed just before its process dies (os._exit, a segfault, the memory monitor)
+    # has reached the owner.
+    sender = _OutputSender(report, sink, wake, secrets)
     try:
-        if sender is not None:
-            sender.start()
-            _call()  # on the thread Ray runs the task on: the worker's main thread
-        else:
-            worker = threading.Thread(target=_call, name="airflow-ray-callable", daemon=True)
-            worker.start()
-            while worker.is_alive():
-                # Output goes out as soon as it is written (at most every MIN_FLUSH_GAP), so that
-                # what a callable printed just before its process dies (os._exit, a segfault, the
-                # memory monitor) has reached the caller.
-                if wake.wait(FLUSH_INTERVAL):
-                    time.sleep(MIN_FLUSH_GAP)  # the rest of a line written in parts (print: text, "\n")
-                wake.clear()
-                text = _drain(sink, 0)
-                while text:
-                    yield Output(masked(text, secrets)).to_wire()
-                    text = _drain(sink, 0)
+        sender.start()
+        _call()  # on the thread Ray runs the task on: the worker's main thread
     finally:
         capture.__exit__()
         root.removeHandler(handler)
@@ -466,8 +454,7 @@ def run_streaming(
                 os.environ.pop(name, None)
             else:
                 os.environ[name] = before
-        if sender is not None:
-            sender.finish()
+        sender.finish()
     text = _drain(sink, 0)
     while text:
         yield Output(masked(text, secrets)).to_wire()

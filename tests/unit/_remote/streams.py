@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import sys
 from collections.abc import Iterator
+from typing import Any
 
 
 @contextlib.contextmanager
@@ -19,3 +20,28 @@ def worker_streams() -> Iterator[None]:
             yield
         finally:
             sys.stdout, sys.stderr = saved
+
+
+class FakeOwner:
+    """Stands for the owner actor of a call: keeps what the task sends to ``output.remote``."""
+
+    def __init__(self) -> None:
+        self.texts: list[str] = []
+        self.output = self
+
+    def remote(self, call_id: str, text: str) -> None:
+        assert call_id == CALL_ID
+        self.texts.append(text)
+
+
+CALL_ID = "1-test"
+
+
+def stream(fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any], *rest: Any, **options: Any) -> list[Any]:
+    """The task body's items, run here, with the output it sent to its owner first (as
+    ``("output", text)`` items, as the owner shows them to a poll)."""
+    owner = FakeOwner()
+    from airflow_ray._remote import task
+
+    items = list(task.run_streaming(fn, args, kwargs, *rest, report=(owner, CALL_ID), **options))
+    return [("output", text) for text in owner.texts] + items

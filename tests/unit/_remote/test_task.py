@@ -14,12 +14,12 @@ import time
 import pytest
 
 from airflow_ray._remote import task as remote_call
-from tests.unit._remote.streams import worker_streams
+from tests.unit._remote.streams import CALL_ID, FakeOwner, stream, worker_streams
 
 
 def events(fn, *args, **kwargs):
     with worker_streams():
-        return list(remote_call.run_streaming(fn, args, kwargs))
+        return stream(fn, args, kwargs)
 
 
 def test_output_then_return_marker_then_value():
@@ -39,7 +39,7 @@ def test_output_then_return_marker_then_value():
     assert output == "line 0\nline 1\nline 2\nINFO user: logged 3\n"
 
 
-def test_output_is_yielded_while_the_callable_runs():
+def test_output_reaches_the_owner_while_the_callable_runs():
     release, returned = threading.Event(), threading.Event()
 
     def waits_for_the_test():
@@ -49,15 +49,21 @@ def test_output_is_yielded_while_the_callable_runs():
         returned.set()
         return released
 
+    owner, items = FakeOwner(), []
     with worker_streams():
-        generator = remote_call.run_streaming(waits_for_the_test, (), {})
+        generator = remote_call.run_streaming(waits_for_the_test, (), {}, report=(owner, CALL_ID))
         assert next(generator) == ("output", "")  # at once: the task has a worker
-        assert next(generator) == ("output", "first\n")
+        # The callable runs on the thread that takes the next item, as in a Ray worker.
+        taker = threading.Thread(target=lambda: items.extend(generator))
+        taker.start()
+        deadline = time.monotonic() + 30
+        while "first\n" not in "".join(owner.texts) and time.monotonic() < deadline:
+            time.sleep(0.05)
         # "first" arrived while the callable still ran: it returns only once released, below.
-        assert not returned.is_set()
+        assert "first\n" in "".join(owner.texts) and not returned.is_set()
         release.set()
-        *output, _, value = list(generator)
-        assert value is True and "second\n" in "".join(text for _, text in output)
+        taker.join(timeout=60)
+    assert items[-1] is True and "second\n" in "".join(owner.texts)
 
 
 def test_streams_and_logging_are_left_as_they_are():
@@ -71,7 +77,7 @@ def test_streams_and_logging_are_left_as_they_are():
             seen.append((sys.stdout, sys.stderr))
             print("x", file=sys.stderr)
 
-        output = "".join(e[1] for e in list(remote_call.run_streaming(work, (), {}))[:-2])
+        output = "".join(e[1] for e in stream(work, (), {})[:-2])
         assert seen == [streams] and (sys.stdout, sys.stderr) == streams
     assert output == "x\n"
     assert root.level == level and root.handlers == handlers
@@ -187,13 +193,11 @@ def test_a_result_only_cloudpickle_can_store_is_fine():
 
 def test_a_missing_package_fails_before_the_callable_runs():
     ran = []
-    result = list(
-        remote_call.run_streaming(
-            lambda: ran.append(1),
-            (),
-            {},
-            requires=(("json", "JSON"), ("no_such_package_here", "Checkpointing the result")),
-        )
+    result = stream(
+        lambda: ran.append(1),
+        (),
+        {},
+        requires=(("json", "JSON"), ("no_such_package_here", "Checkpointing the result")),
     )
     (kind, pickled, _, type_name) = result[-1]
     assert kind == "error" and type_name == "ModuleNotFoundError" and not ran
@@ -226,7 +230,7 @@ def test_inputs_fill_their_slots_and_dicts_split():
     args = (remote_call.ref_slot(0),)
     kwargs = {"b": {"x": [remote_call.ref_slot(1)]}, "c": remote_call.ref_slot(0)}
     with worker_streams():
-        result = list(remote_call.run_streaming(pair, args, kwargs, True, 10, 5))
+        result = stream(pair, args, kwargs, True, 10, 5)
     kind, meta = result[-3]
     assert kind == "return" and meta["split_keys"] == ["sum", "c"]
     assert meta["split_meta"]["sum"]["type"] == "int"
@@ -238,17 +242,6 @@ def test_describe_numpy_without_copying():
 
     meta = remote_call.describe(np.zeros((3, 4), dtype=np.float32))
     assert meta == {"type": "numpy.ndarray", "size_bytes": 48, "shape": [3, 4], "dtype": "float32"}
-
-
-class FakeOwner:
-    """Takes ``owner.output.remote(call_id, text)`` as the owner actor would."""
-
-    def __init__(self) -> None:
-        self.received: list[tuple[str, str]] = []
-        self.output = self
-
-    def remote(self, call_id: str, text: str) -> None:
-        self.received.append((call_id, text))
 
 
 def test_with_an_owner_to_report_to_the_callable_runs_on_the_tasks_own_thread():
@@ -263,7 +256,6 @@ def test_with_an_owner_to_report_to_the_callable_runs_on_the_tasks_own_thread():
         return threading.current_thread() is threading.main_thread()
 
     with worker_streams():
-        result = list(remote_call.run_streaming(work, (), {}, report=(owner, "7-1")))
+        result = list(remote_call.run_streaming(work, (), {}, report=(owner, CALL_ID)))
     assert result[0] == ("output", "") and result[1][0] == "return" and result[2] is True
-    assert {call_id for call_id, _ in owner.received} == {"7-1"}
-    assert "".join(text for _, text in owner.received) == "printed\nWARNING user: logged\n"
+    assert "".join(owner.texts) == "printed\nWARNING user: logged\n"

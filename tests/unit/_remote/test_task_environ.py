@@ -9,7 +9,7 @@ import os
 import pytest
 
 from airflow_ray._remote import task as remote_call
-from tests.unit._remote.streams import worker_streams
+from tests.unit._remote.streams import stream, worker_streams
 
 CONNECTION = json.dumps(
     {
@@ -34,7 +34,7 @@ def test_a_named_connection_is_set_only_while_the_callable_runs(monkeypatch):
         return [os.environ.get("AIRFLOW_CONN_AWS_DATA"), os.environ.get("AIRFLOW_CONN_KEPT")]
 
     with worker_streams():
-        events = list(remote_call.run_streaming(read, (), {}, environ=environ))
+        events = stream(read, (), {}, environ=environ)
     assert events[-1] == [CONNECTION, "during"]
     assert "AIRFLOW_CONN_AWS_DATA" not in os.environ
     assert os.environ["AIRFLOW_CONN_KEPT"] == "before"
@@ -47,7 +47,7 @@ def test_a_callable_that_fails_leaves_the_environment_as_it_was(monkeypatch):
         raise ValueError("password was " + json.loads(os.environ["AIRFLOW_CONN_AWS_DATA"])["password"])
 
     with worker_streams():
-        events = list(remote_call.run_streaming(fail, (), {}, environ={"AIRFLOW_CONN_AWS_DATA": CONNECTION}))
+        events = stream(fail, (), {}, environ={"AIRFLOW_CONN_AWS_DATA": CONNECTION})
     assert events[-1][0] == "error"
     assert "password was ***" in events[-1][2] and "s3cret-value" not in events[-1][2]
     assert "AIRFLOW_CONN_AWS_DATA" not in os.environ
@@ -63,7 +63,7 @@ def test_what_the_callable_prints_has_the_secrets_masked():
         print("endpoint", connection["extra"]["endpoint_url"])
 
     with worker_streams():
-        events = list(remote_call.run_streaming(show, (), {}, environ={"AIRFLOW_CONN_AWS_DATA": CONNECTION}))
+        events = stream(show, (), {}, environ={"AIRFLOW_CONN_AWS_DATA": CONNECTION})
     output = "".join(event[1] for event in events[:-2] if event[0] == "output")
     assert output == "login KEYID password ***\ntoken *** key ***\nendpoint http://127.0.0.1:9\n"
 

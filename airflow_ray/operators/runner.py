@@ -127,12 +127,11 @@ class RayTaskRunner(ResumableJobMixin):
 
     def poll_until_complete(self, external_id: Any, context: Context) -> Any:
         """Follow the Ray task to its end, streaming its output (or defer to the triggerer)."""
-        from airflow_ray.cluster.jobs import JobsTransport
-
         transport, call = self.transport, self._resume(external_id)
         if self.deferrable:
-            if isinstance(transport, JobsTransport):
-                self._defer(call, external_id)
+            job_id = transport.job_id(call)
+            if job_id is not None:
+                self._defer(job_id, call, external_id)
             self.log.warning(
                 "deferrable=True needs the Jobs API (an http:// address or transport 'jobs'); "
                 "connection %r is a driver connection, so the task runs in place.",
@@ -159,14 +158,14 @@ class RayTaskRunner(ResumableJobMixin):
                 returned = self.transport.follow(call, lines.write, self.log)
         return self._finish(call, external_id, returned)
 
-    def _defer(self, call: Call, external_id: Any) -> None:
+    def _defer(self, job_id: str, call: Call, external_id: Any) -> None:
         from airflow_ray.triggers.ray import RayJobTrigger
 
         operator: Any = self  # a BaseOperator: the runner is mixed into RayPythonOperator
         operator.defer(
             trigger=RayJobTrigger(
                 ray_conn_id=self.ray_conn_id,
-                submission_id=call.call_id,
+                submission_id=job_id,
                 task_name=call.name,
                 poll_interval=self.poll_interval,
                 resume=external_id,
@@ -184,14 +183,14 @@ class RayTaskRunner(ResumableJobMixin):
         return super().resume_execution(next_method, next_kwargs, context)  # type: ignore[misc]
 
     def _stop_recorded_job(self, context: Context) -> None:
-        from airflow_ray.cluster.jobs import JobsTransport
-
         store = context.get("task_state_store")
         external_id = None if store is None else store.get(self.external_id_key)
-        if not external_id or not isinstance(self.transport, JobsTransport):
+        if not external_id:
             return
         self._bind(context)
         call = self._resume(external_id)
+        if self.transport.job_id(call) is None:  # never deferred: nothing runs on without this task
+            return
         self.log.info("Stopping Ray job %s of task %s: its deferral failed", call.call_id, call.name)
         self.transport.cancel(call)
 
@@ -200,7 +199,7 @@ class RayTaskRunner(ResumableJobMixin):
 
         :raises AirflowRayError: the event is not one of :mod:`airflow_ray.triggers.events`.
         """
-        from airflow_ray.cluster.jobs import JobsTransport, ended_early
+        from airflow_ray.cluster.jobs import ended_early
         from airflow_ray.exceptions import RayTaskFailedError
         from airflow_ray.triggers.events import FollowFailed, JobEnded, event_from_wire
 
@@ -212,9 +211,7 @@ class RayTaskRunner(ResumableJobMixin):
         if isinstance(received, JobEnded):
             where = self.hook.describe()
             raise ended_early(call, received.info, received.log_tail, received.records, where)
-        transport = self.transport
-        assert isinstance(transport, JobsTransport)  # only a Jobs API task defers
-        return self._finish(call, received.resume, transport.answered(call, received.record, self.log))
+        return self._finish(call, received.resume, self.transport.answered(call, received.record, self.log))
 
     # -- the result -------------------------------------------------------------------------
 

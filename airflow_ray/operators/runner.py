@@ -205,13 +205,14 @@ class RayTaskRunner(ResumableJobMixin):
 
         received = event_from_wire(event)
         self._bind(context)
-        call = self._resume(received.resume)
+        resume = received.resume.to_wire()
+        call = self._resume(resume)
         if isinstance(received, FollowFailed):
             raise RayTaskFailedError(f"Following Ray task {call.name} failed: {received.message}")
         if isinstance(received, JobEnded):
             where = self.hook.describe()
             raise ended_early(call, received.info, received.log_tail, received.records, where)
-        return self._finish(call, received.resume, self.transport.answered(call, received.record, self.log))
+        return self._finish(call, resume, self.transport.answered(call, received.record, self.log))
 
     # -- the result -------------------------------------------------------------------------
 

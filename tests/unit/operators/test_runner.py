@@ -12,7 +12,7 @@ from airflow_ray import RayPythonOperator
 from airflow_ray._remote.protocol import CallState, Returned
 from airflow_ray.cluster.transport import Call
 from airflow_ray.exceptions import AirflowRayError, RayConfigurationError, RayTaskFailedError
-from airflow_ray.triggers.events import FollowFailed, JobEnded
+from airflow_ray.triggers.events import FollowFailed, JobEnded, Resume
 
 RESUME = {"call_id": "airflow-ray-d-t-01", "name": "d.t", "pinned": False, "keep": False, "try": 2}
 
@@ -67,7 +67,10 @@ def test_a_malformed_event_is_a_clear_error_not_a_key_error(event):
 
 def test_a_job_stopped_from_outside_fails_the_task_saying_so():
     event = JobEnded(
-        RESUME, {"status": "STOPPED", "message": "Job was intentionally stopped."}, ["working 3"], []
+        Resume.from_wire(RESUME),
+        {"status": "STOPPED", "message": "Job was intentionally stopped."},
+        ["working 3"],
+        [],
     )
     with pytest.raises(RayTaskFailedError) as raised:
         operator().execute_complete(context(), event.to_wire())
@@ -83,7 +86,7 @@ def test_an_entrypoint_without_ray_is_a_configuration_error_naming_the_interpret
         "version": "3.11.2",
         "error": "No module named 'ray'",
     }
-    event = JobEnded(RESUME, {"status": "FAILED", "message": "exit 3"}, [], [no_ray])
+    event = JobEnded(Resume.from_wire(RESUME), {"status": "FAILED", "message": "exit 3"}, [], [no_ray])
     with pytest.raises(
         RayConfigurationError, match=re.escape("/usr/bin/python3 (Python 3.11.2), cannot import Ray")
     ):
@@ -94,13 +97,15 @@ def test_a_trigger_that_could_not_follow_fails_the_task_with_its_message():
     with pytest.raises(
         RayTaskFailedError, match=re.escape("Following Ray task d.t failed: the dashboard answered 502")
     ):
-        operator().execute_complete(context(), FollowFailed(RESUME, "the dashboard answered 502").to_wire())
+        operator().execute_complete(
+            context(), FollowFailed(Resume.from_wire(RESUME), "the dashboard answered 502").to_wire()
+        )
 
 
 def test_the_event_names_the_try_that_submitted_the_job():
     op = operator()
     with pytest.raises(RayTaskFailedError):
-        op.execute_complete(context(try_number=3), FollowFailed(RESUME, "gone").to_wire())
+        op.execute_complete(context(try_number=3), FollowFailed(Resume.from_wire(RESUME), "gone").to_wire())
     assert op.producer.try_number == 2  # the try recorded in the event, not the one resuming
 
 

@@ -183,12 +183,13 @@ class RayPythonOperator(ResumableJobMixin, PythonOperator):
         """The dashboard URL of this process's Ray work, once submitted (see :class:`RayJobLink`)."""
         return None if self._run is None else self._run.link
 
-    def _run_of(self, context: Context) -> RayRun:
-        """The Ray run of this ``execute()`` (or of the task resumed after its deferral)."""
+    def _run_of(self, context: Context, resumed: bool = False) -> RayRun:
+        """The Ray run of this ``execute()``, or a new one for the task ``resumed`` in another
+        process (after its deferral), which has not submitted anything itself."""
         from airflow_ray.operators.run import RayRun
 
-        if self._run is None or self._run.context is not context:
-            self._run = RayRun(self, context)
+        if resumed or self._run is None or self._run.context is not context:
+            self._run = RayRun(self, context, resumed=resumed)
         return self._run
 
     def execute(self, context: Context) -> Any:
@@ -253,13 +254,13 @@ class RayPythonOperator(ResumableJobMixin, PythonOperator):
 
     def execute_complete(self, context: Context, event: Any) -> Any:
         """Back from the triggerer: the result's reference(s), or why the job gave none."""
-        return self._run_of(context).complete(event)
+        return self._run_of(context, resumed=True).complete(event)
 
     def resume_execution(self, next_method: str, next_kwargs: dict[str, Any] | None, context: Context) -> Any:
         """A deferral that failed (``execution_timeout`` ran out while the triggerer followed the
         job, or the trigger broke) stops the Ray job before failing."""
         if next_method == "__fail__":
-            self._run_of(context).stop_recorded()
+            self._run_of(context, resumed=True).stop_recorded()
         return super().resume_execution(next_method, next_kwargs, context)
 
     def keeps_result(self) -> bool:

@@ -38,9 +38,11 @@ class RayRun:
 
     :param operator: the operator whose (rendered) arguments the run reads; it is never changed.
     :param context: the task's context; ``ti`` names the task instance and the try.
+    :param resumed: the task resumes after its deferral: the Ray task was submitted by another
+        process, whose dashboard link is in the XCom it pushed.
     """
 
-    def __init__(self, operator: RayPythonOperator, context: Context) -> None:
+    def __init__(self, operator: RayPythonOperator, context: Context, resumed: bool = False) -> None:
         self.operator = operator
         self.context = context
         self.log = operator.log
@@ -54,7 +56,9 @@ class RayRun:
             try_number=ti.try_number,
         )
         self.call: Call | None = None
-        self.link = ""  # the dashboard URL of the Ray work, once submitted here (see RayJobLink)
+        # The dashboard URL of the Ray work once submitted here ("": none yet, or none to show);
+        # None after a deferral: RayJobLink then reads the XCom that the submitting process pushed.
+        self.link: str | None = None if resumed else ""
         self.references_in: list[RayXComReference] = []
         self.checkpoint_uris: list[str] = []
         self._value: Any = _NOT_YET

@@ -186,3 +186,13 @@ def test_the_job_id_of_a_try_is_its_deployments_own(monkeypatch):
         ids[name] = submission_id(producer)
         assert ids[name] == submission_id(producer)  # a second submission of the try finds it
     assert ids["staging"] != ids["production"]
+
+
+def test_the_link_is_the_runs_own_until_a_deferral_and_then_the_submitting_process_xcom():
+    op = operator()
+    assert op.ray_link is None  # before execute(): RayJobLink reads the XCom
+    op._run_of(context())
+    assert op.ray_link == ""  # submitted nothing yet: no XCom lookup, no link
+    with pytest.raises(RayTaskFailedError):
+        op.execute_complete(context(), FollowFailed(RESUME, "gone").to_wire())
+    assert op.ray_link is None  # resumed in another process: the XCom pushed at submission holds it

@@ -23,7 +23,7 @@ from airflow_ray.cluster.transport import (
     TaskSpec,
     raise_call_error,
 )
-from airflow_ray.exceptions import RayConfigurationError, RayTaskFailedError
+from airflow_ray.exceptions import RayConfigurationError, RayInputsMissingError, RayTaskFailedError
 
 if TYPE_CHECKING:
     from airflow_ray._remote.autoscaling import StartCheck
@@ -80,9 +80,6 @@ class DriverTransport(OwnedResults):
     :param namespace: the owner actors' Ray namespace (default: the connection's).
     """
 
-    checks_inputs = False
-    releases_cheaply = True
-
     @cached_property
     def owner(self) -> Any:
         """This code's owner actor in the cluster, created on first use."""
@@ -122,6 +119,12 @@ class DriverTransport(OwnedResults):
         from airflow_ray.cluster.resources import check_feasible
 
         owner = self.owner
+        gone = self.missing(spec.inputs) if spec.inputs else []
+        if gone:
+            raise RayInputsMissingError(
+                f"Inputs of Ray task {spec.name} are no longer in the cluster: {[item.pin for item in gone]}",
+                [item.pin for item in gone],
+            )
         nodes = ray.nodes()
         demand = spec.resources.demand()
         # The autoscaler is asked only when no live node fits: the common case costs nothing more.
@@ -247,6 +250,14 @@ class DriverTransport(OwnedResults):
         # driver transport is the one chosen for short tasks.
         return self.hook.settings.dashboard_url
 
+    def job_id(self, call: Call) -> str | None:
+        return None  # a task of the owner actor: only a Ray driver can follow it
+
+    def answered(self, call: Call, answer: dict[str, Any], log: Any) -> Returned:
+        from airflow_ray.cluster.jobs import outcome
+
+        return outcome(answer, call.name, self.hook.describe(), log)
+
     def take(self, call: Call) -> Any:
         import ray
 
@@ -296,6 +307,10 @@ class DriverTransport(OwnedResults):
         self.hook.get_conn()
         with self._owner_alive("releasing pinned results"):
             return pins.release([(item.pin, item.owner) for item in inputs], self.namespace)
+
+    def release_copied(self, inputs: list[Input]) -> None:
+        if inputs:  # a method call of the owner: cheap enough for every task
+            self.release(inputs)
 
     def list_pins(self, dag_id: str | None = None, run_id: str | None = None) -> list[dict[str, Any]]:
         self.hook.get_conn()

@@ -204,11 +204,6 @@ class JobsTransport(OwnedResults):
     :param hook: the hook of the ``ray`` connection; nothing is read until first use.
     """
 
-    # A task's own job checks its inputs as it starts (one job instead of two): submit() raises
-    # RayInputsMissingError for lost ones, so callers need not ask missing() first.
-    checks_inputs = True
-    releases_cheaply = False
-
     def __init__(self, hook: RayHook, namespace: str | None = None) -> None:
         super().__init__(hook, namespace)
         self._answers: dict[str, dict[str, Any]] = {}
@@ -396,6 +391,9 @@ class JobsTransport(OwnedResults):
     def link(self, call: Call) -> str | None:
         return self.endpoint.job_url(call.call_id)
 
+    def job_id(self, call: Call) -> str | None:
+        return call.call_id
+
     def take(self, call: Call) -> Any:
         from airflow_ray._remote.job_entry import decode_bytes
 
@@ -477,6 +475,9 @@ class JobsTransport(OwnedResults):
         data = decode_bytes(record["data"])
         assert data is not None
         return pickle.loads(data)
+
+    def release_copied(self, inputs: list[Input]) -> None:
+        """Left to retention: each release is a Ray job of its own here."""
 
     def release(self, inputs: list[Input]) -> int:
         if not inputs:

@@ -4,7 +4,9 @@ The operator, the XCom backend, the results package and the CLI talk to a cluste
 a :class:`Transport`, which :meth:`RayHook.get_transport() <airflow_ray.hooks.ray.RayHook.get_transport>`
 makes from a ``ray`` connection. Values cross it as pin keys (:class:`Input`), never as Ray
 ObjectRefs, so that a transport over HTTP can carry the same calls. Today's implementation is
-:class:`~airflow_ray.cluster.driver.DriverTransport` (this process is a Ray driver).
+:class:`~airflow_ray.cluster.driver.DriverTransport` (this process is a Ray driver) and
+:class:`~airflow_ray.cluster.jobs.JobsTransport` (each task a Ray job, over HTTP only). Both
+implement the whole protocol: callers outside ``cluster/`` never ask which one they hold.
 """
 
 from __future__ import annotations
@@ -72,9 +74,6 @@ class Transport(Protocol):
     """How the Airflow worker runs tasks on one cluster and reaches the results kept there."""
 
     conn_id: str
-    # Whether submit() checks the inputs itself (raising RayInputsMissingError for lost ones), so
-    # that callers need not ask missing() first.
-    checks_inputs: bool
 
     @property
     def namespace(self) -> str: ...
@@ -89,7 +88,13 @@ class Transport(Protocol):
         """Which embedded cluster this transport reaches (``None``: a cluster by address)."""
         ...
 
-    def submit(self, spec: TaskSpec) -> Call: ...
+    def submit(self, spec: TaskSpec) -> Call:
+        """Start ``spec``'s task.
+
+        :raises RayInputsMissingError: naming the inputs the cluster no longer holds (nothing ran:
+            the caller restores them from their checkpoints and submits again).
+        """
+        ...
 
     def follow(self, call: Call, on_output: Callable[[str], None], log: Any) -> Returned:
         """Pass output to ``on_output`` as it arrives; the description of the result.
@@ -106,6 +111,17 @@ class Transport(Protocol):
         """Where the call can be watched in the cluster's dashboard, if it has one."""
         ...
 
+    def job_id(self, call: Call) -> str | None:
+        """The Ray job that runs ``call``, by which a process that is no Ray driver (the
+        triggerer, through the Jobs API) follows or stops it; ``None`` when the call is no job of
+        its own, and only a Ray driver can follow it."""
+        ...
+
+    def answered(self, call: Call, answer: dict[str, Any], log: Any) -> Returned:
+        """What the answer record of ``call``, read elsewhere (by the triggerer from its job's
+        log), means: the result's description (kept for :meth:`take`), or the error it raises."""
+        ...
+
     def take(self, call: Call) -> Any:
         """The value of a finished call that was not pinned (``{key: value}`` when split)."""
         ...
@@ -118,10 +134,6 @@ class Transport(Protocol):
         """The values of a finished call's pinned results (``{XCom key: pin}``) that are no larger
         than ``max_bytes``, fetched here; called before :meth:`forget`."""
         ...
-
-    # Whether release() is cheap enough to call for every task (the driver's is a method call;
-    # the Jobs API's is a job of its own: small pins are left to retention there).
-    releases_cheaply: bool
 
     def cancel(self, call: Call) -> None:
         """Stop the task (a callable cannot be interrupted softly: its worker is killed)."""
@@ -137,6 +149,11 @@ class Transport(Protocol):
 
     def release(self, inputs: list[Input]) -> int:
         """Unpin ``inputs``; how many were pinned."""
+        ...
+
+    def release_copied(self, inputs: list[Input]) -> None:
+        """Unpin results whose values an XCom row now holds itself, where that costs little;
+        the rest are left to the pins' retention (``[ray] pin_ttl``, ``keep_runs``)."""
         ...
 
     def list_pins(self, dag_id: str | None = None, run_id: str | None = None) -> list[dict[str, Any]]: ...

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
@@ -10,49 +9,22 @@ from typing import TYPE_CHECKING, Any
 from airflow.providers.standard.operators.python import PythonOperator
 from airflow.sdk.bases.decorator import KeywordParameters
 
-from airflow_ray._remote.protocol import NO_MAP_INDEX, Producer
-from airflow_ray.arguments import flag
+from airflow_ray._remote.protocol import CallState
 from airflow_ray.exceptions import RayConfigurationError
 from airflow_ray.links.ray import RayJobLink
-from airflow_ray.operators.runner import RayTaskRunner
+from airflow_ray.triggers.events import Resume
+from airflow_ray.version_compat import ResumableJobMixin
 
 if TYPE_CHECKING:
     import jinja2
     from airflow.sdk import Context
 
-    from airflow_ray.checkpoint.store import CheckpointStore
-    from airflow_ray.cluster.transport import Call, TaskSpec, Transport
+    from airflow_ray.cluster.transport import Transport
     from airflow_ray.hooks.ray import RayHook
-    from airflow_ray.xcom.reference import RayXComReference
-
-# Context values that can be pickled and mean the same inside a Ray worker. The others (ti,
-# dag_run, task, conf, macros, ...) are live objects of the Airflow worker process.
-SHIPPABLE_CONTEXT_KEYS = frozenset(
-    {
-        "data_interval_end",
-        "data_interval_start",
-        "ds",
-        "ds_nodash",
-        "expanded_ti_count",
-        "logical_date",
-        "map_index_template",
-        "params",
-        "prev_data_interval_end_success",
-        "prev_data_interval_start_success",
-        "prev_end_date_success",
-        "prev_start_date_success",
-        "run_id",
-        "task_instance_key_str",
-        "templates_dict",
-        "test_mode",
-        "ts",
-        "ts_nodash",
-        "ts_nodash_with_tz",
-    }
-)
+    from airflow_ray.operators.run import RayRun
 
 
-class RayPythonOperator(RayTaskRunner, PythonOperator):
+class RayPythonOperator(ResumableJobMixin, PythonOperator):
     """Run ``python_callable(*op_args, **op_kwargs)`` as a task on a Ray cluster.
 
     The callable may be a function of the DAG file, a closure or a lambda: it is shipped by value.
@@ -187,15 +159,9 @@ class RayPythonOperator(RayTaskRunner, PythonOperator):
         self.checkpoint_prefix = checkpoint_prefix
         self.lineage_inputs = lineage_inputs
         self.airflow_conn_ids = airflow_conn_ids
-        self._checkpoint_uris: list[str] = []
         self.deferrable = _default_deferrable() if deferrable is None else deferrable
         self.poll_interval = poll_interval
-        self._call: tuple[Transport, Call] | None = None
-        self._producer: Producer | None = None
-        self.ray_link: str | None = None  # the Ray job's dashboard URL, once submitted here
-        self._context: Context | None = None
-        self._result: dict[str, Any] = {}
-        self._references_in: list[RayXComReference] = []
+        self._run: RayRun | None = None  # the Ray run of the execute() under way in this process
 
     @property
     def is_async(self) -> bool:
@@ -213,34 +179,21 @@ class RayPythonOperator(RayTaskRunner, PythonOperator):
         return self.hook.get_transport()
 
     @property
-    def ray_task_name(self) -> str:
-        """The Ray task's name: ``dag.task`` (``dag.task[map index]`` for a mapped task)."""
-        p = self._producer
-        if p is None:
-            return self.task_id
-        return f"{p.dag_id}.{p.task_id}" + (f"[{p.map_index}]" if p.map_index >= 0 else "")
+    def ray_link(self) -> str | None:
+        """The dashboard URL of this process's Ray work, once submitted (see :class:`RayJobLink`)."""
+        return None if self._run is None else self._run.link
 
-    @property
-    def producer(self) -> Producer:
-        if self._producer is None:
-            raise RuntimeError("the producer is known once execute() runs")
-        return self._producer
+    def _run_of(self, context: Context, resumed: bool = False) -> RayRun:
+        """The Ray run of this ``execute()``, or a new one for the task ``resumed`` in another
+        process (after its deferral), which has not submitted anything itself."""
+        from airflow_ray.operators.run import RayRun
 
-    def _bind(self, context: Context) -> None:
-        ti = context["ti"]
-        map_index = getattr(ti, "map_index", None)
-        self._producer = Producer(
-            ti.dag_id,
-            ti.run_id,
-            ti.task_id,
-            NO_MAP_INDEX if map_index is None else map_index,
-            try_number=ti.try_number,
-        )
-        self._context = context
+        if resumed or self._run is None or self._run.context is not context:
+            self._run = RayRun(self, context, resumed=resumed)
+        return self._run
 
     def execute(self, context: Context) -> Any:
-        self._bind(context)
-        self.ray_link = ""  # none until the Ray task is submitted (see RayJobLink)
+        self._run_of(context)
         return super().execute(context)
 
     def _do_render_template_fields(
@@ -254,7 +207,9 @@ class RayPythonOperator(RayTaskRunner, PythonOperator):
         """Render the callable's arguments so that XComs kept in Ray stay references.
 
         The object is then handed to the Ray task inside the cluster; every other field (and
-        every other operator) gets the value itself.
+        every other operator) gets the value itself. Airflow's ``MappedOperator`` renders an
+        unmapped task through this method, not the public ``render_template_fields``; and
+        ``xcom_pull`` cannot tell the backend who reads, hence :func:`ray_consumer`.
         """
         if parent is not self:
             return super()._do_render_template_fields(parent, template_fields, context, jinja_env, seen_oids)
@@ -268,58 +223,47 @@ class RayPythonOperator(RayTaskRunner, PythonOperator):
         super()._do_render_template_fields(parent, rest, context, jinja_env, seen_oids)
 
     def determine_kwargs(self, context: Mapping[str, Any]) -> Mapping[str, Any]:
-        user_keys = set(self.op_kwargs)
-        signature = inspect.signature(self.python_callable)
-        unshippable = [
-            name
-            for name in signature.parameters
-            if name in context and name not in user_keys and name not in SHIPPABLE_CONTEXT_KEYS
-        ]
-        if unshippable:
-            raise RayConfigurationError(
-                f"The callable {self.python_callable.__name__!r} asks for the context value(s) "
-                f"{', '.join(unshippable)}, which live in the Airflow worker and cannot be sent to "
-                f"Ray. Template what you need into op_kwargs instead, e.g. "
-                f"op_kwargs={{'value': \"{{{{ ti.xcom_pull(task_ids='...') }}}}\"}}."
-            )
-        shippable = {
-            key: _plain(key, value)
-            for key, value in context.items()
-            if key in user_keys or key in SHIPPABLE_CONTEXT_KEYS
-        }
+        from airflow_ray.operators.context import shippable_context
+
+        shippable = shippable_context(self.python_callable, self.op_kwargs, context)
         return KeywordParameters.determine(self.python_callable, self.op_args, shippable).unpacking()
 
     def execute_callable(self) -> Any:
-        assert self._context is not None
-        return self.execute_resumable(self._context)
+        assert self._run is not None  # started by execute()
+        return self.execute_resumable(self._run.context)
 
-    def _task_spec(self, transport: Transport) -> TaskSpec:
-        from airflow_ray.arguments import json_object
-        from airflow_ray.cluster.resources import TaskResources
-        from airflow_ray.cluster.transport import TaskSpec
-        from airflow_ray.operators.connections import shipped_connections
-        from airflow_ray.results.handover import hand_over
+    # -- ResumableJobMixin: a retry after the worker died reconnects to the recorded Ray task --
 
-        resources = TaskResources.from_arguments(
-            num_cpus=self.num_cpus, num_gpus=self.num_gpus, memory=self.memory, resources=self.ray_resources
-        )
-        args, kwargs, inputs, self._references_in = hand_over(
-            tuple(self.op_args), dict(self.op_kwargs), transport
-        )
-        return TaskSpec(
-            self.python_callable,
-            args,
-            kwargs,
-            name=self.ray_task_name,
-            resources=resources,
-            runtime_env=json_object(self.runtime_env, "runtime_env"),
-            remote_args=json_object(self.ray_remote_args, "ray_remote_args"),
-            inputs=inputs,
-            split=bool(getattr(self, "multiple_outputs", False)),
-            environ=shipped_connections(self.airflow_conn_ids, self.ray_task_name),
-        )
+    def submit_job(self, context: Context) -> dict[str, Any]:
+        return self._run_of(context).submit().to_wire()
 
-    def _keeps_result(self) -> bool:
+    def get_job_status(self, external_id: Any, context: Context) -> str:
+        return self._run_of(context).status(Resume.from_wire(external_id)).value
+
+    def is_job_active(self, status: str) -> bool:
+        return status == CallState.RUNNING.value
+
+    def is_job_succeeded(self, status: str) -> bool:
+        return status == CallState.DONE.value
+
+    def poll_until_complete(self, external_id: Any, context: Context) -> Any:
+        return self._run_of(context).follow(Resume.from_wire(external_id))
+
+    def get_job_result(self, external_id: Any, context: Context) -> Any:
+        return self._run_of(context).result(Resume.from_wire(external_id))
+
+    def execute_complete(self, context: Context, event: Any) -> Any:
+        """Back from the triggerer: the result's reference(s), or why the job gave none."""
+        return self._run_of(context, resumed=True).complete(event)
+
+    def resume_execution(self, next_method: str, next_kwargs: dict[str, Any] | None, context: Context) -> Any:
+        """A deferral that failed (``execution_timeout`` ran out while the triggerer followed the
+        job, or the trigger broke) stops the Ray job before failing."""
+        if next_method == "__fail__":
+            self._run_of(context, resumed=True).stop_recorded()
+        return super().resume_execution(next_method, next_kwargs, context)
+
+    def keeps_result(self) -> bool:
         """Whether the result stays in the cluster: the Ray XCom backend will store it, and no
         mapped task expands over it (Airflow needs the list itself to count the expansion)."""
         from airflow_ray.xcom.backend import RayXComBackend
@@ -330,18 +274,6 @@ class RayPythonOperator(RayTaskRunner, PythonOperator):
             and next(self.iter_mapped_dependants(), None) is None
         )
 
-    def _checkpoint_store(self) -> CheckpointStore | None:
-        """Where ``checkpoint=True`` writes the result, or ``None`` without it."""
-        if not flag("checkpoint", self.checkpoint):
-            return None
-        from airflow_ray.checkpoint.store import CheckpointLocation, CheckpointStore
-
-        return CheckpointStore(
-            CheckpointLocation.resolve(
-                self.checkpoint_conn_id, self.checkpoint_bucket, self.checkpoint_prefix
-            )
-        )
-
     def get_openlineage_facets_on_complete(self, task_instance: Any) -> Any:
         """OpenLineage (when its provider is installed): ``lineage_inputs`` in, checkpoints out."""
         from airflow_ray.operators.lineage import operator_lineage
@@ -349,27 +281,18 @@ class RayPythonOperator(RayTaskRunner, PythonOperator):
         inputs = self.lineage_inputs
         return operator_lineage(
             inputs=[inputs] if isinstance(inputs, str) else list(inputs or ()),
-            outputs=self._checkpoint_uris,
+            outputs=[] if self._run is None else self._run.checkpoint_uris,
         )
 
     def on_kill(self) -> None:
-        if self._call is not None:
-            transport, call = self._call
-            self.log.info("Cancelling Ray task %s", call.name)
-            transport.cancel(call)
+        if self._run is not None:
+            self._run.cancel()
 
 
 def _default_deferrable() -> bool:
     from airflow.sdk.configuration import conf
 
     return conf.getboolean("operators", "default_deferrable", fallback=False)
-
-
-def _plain(key: str, value: Any) -> Any:
-    """``params`` is a ParamsDict bound to the DAG; Ray gets its plain values."""
-    if key == "params" and hasattr(value, "dump"):
-        return dict(value.dump())
-    return value
 
 
 _ARGUMENT_FIELDS = frozenset({"op_args", "op_kwargs", "templates_dict"})

@@ -24,12 +24,13 @@ def hand_over(
     """``args`` and ``kwargs`` with references replaced by slots, the task's inputs, and the
     references they are (to restore one that the task's job finds gone).
 
-    A value the cluster lost is restored from its checkpoint first. A reference made through
+    A value held by another embedded cluster is restored from its checkpoint here; one this
+    cluster lost, when :func:`submit` is refused for it. A reference made through
     another connection is handed over too when this connection's cluster holds it (two
     connections to one cluster, say one by GCS address for the driver transport and one by
     dashboard for the Jobs API); only a result of another cluster is fetched.
 
-    :raises RayObjectLostError: when an input is gone and has no checkpoint.
+    :raises RayObjectLostError: when an input is held elsewhere and has no checkpoint.
     """
     found: list[RayXComReference] = []
     slots: dict[str, int] = {}
@@ -48,8 +49,10 @@ def hand_over(
 
     args = map_tree(tuple(args), to_slot)
     kwargs = map_tree(dict(kwargs), to_slot)
-    if found and not transport.checks_inputs:
-        ensure_in_cluster(found, transport)
+    if found:
+        # Only what another embedded cluster holds (known without asking this one): the task's
+        # submission checks the rest, and :func:`submit` restores what it finds lost.
+        ensure_in_cluster(found, transport, gone=[])
     return args, kwargs, [input_of(reference) for reference in found], found
 
 
@@ -86,8 +89,8 @@ def _held_here(references: list[RayXComReference], transport: Transport) -> set[
 
 
 def submit(transport: Transport, spec: TaskSpec, references: list[RayXComReference]) -> Call:
-    """Submit ``spec``; inputs its job finds lost are restored from their checkpoints, and it is
-    submitted once more (a transport that checks inputs as it starts)."""
+    """Submit ``spec``; inputs its submission finds lost are restored from their checkpoints, and
+    it is submitted once more."""
     from airflow_ray.exceptions import RayInputsMissingError
 
     try:

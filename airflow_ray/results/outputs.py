@@ -85,8 +85,7 @@ class PinnedOutputs:
 
     def release_small(self, small: dict[str, Any]) -> None:
         """Unpin what the XCom row now holds itself, where that is cheap (else retention does)."""
-        if small and self.transport.releases_cheaply:
-            self.transport.release([self._input(key) for key in small])
+        self.transport.release_copied([self._input(key) for key in small])
 
     def references(
         self,

@@ -6,8 +6,9 @@ Airflow carries a trigger's event as JSON from the triggerer to the worker that 
 ``validate_execute_complete_event`` checks its events: a malformed or unknown event is an
 :class:`~airflow_ray.exceptions.AirflowRayError` that shows what was received, never a ``KeyError``.
 
-Every event carries ``resume``: what the task recorded when it submitted the job (its call id
-and name, whether the result is pinned and kept, the try), which it needs to finish or fail.
+Every event carries a :class:`Resume`: what the task recorded when it submitted the job (its call
+id and name, whether the result is pinned and kept, the try), which it needs to finish or fail.
+The same record is what a try stores in the task state store for a retry to reconnect.
 
 - :class:`JobAnswered`: the job's entrypoint answered (the result's description, or the error).
 - :class:`JobEnded`: the job ended without an answer (stopped from outside, its runtime_env or
@@ -18,11 +19,12 @@ and name, whether the result is pinned and kept, the try), which it needs to fin
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from airflow_ray.exceptions import AirflowRayError
 
-_RESUME_KEYS = ("call_id", "name")
+if TYPE_CHECKING:
+    from airflow_ray.cluster.transport import Call
 
 
 def _shown(document: Any) -> str:
@@ -52,12 +54,62 @@ def _kinds(kind: type | tuple[type, ...]) -> str:
     return " or ".join(k.__name__ for k in kinds)
 
 
-def _resume(document: dict[str, Any]) -> dict[str, Any]:
-    resume: dict[str, Any] = _field(document, "resume", dict)
-    for key in _RESUME_KEYS:
+@dataclass(frozen=True)
+class Resume:
+    """What a try recorded when it submitted its Ray task: enough to find the call again and
+    finish it, in the process that resumes after a deferral or in a retry after the worker died.
+
+    :param call_id: the call's id (the Ray job's, through the Jobs API).
+    :param name: the Ray task's name.
+    :param pinned: the owner actor pins the result (to keep it, or to checkpoint it from there).
+    :param keep: the result stays in the cluster: the XCom holds references to it.
+    :param try_number: the try that submitted it (0: not recorded); its result is pinned under it.
+    """
+
+    call_id: str
+    name: str
+    pinned: bool = False
+    keep: bool = False
+    try_number: int = 0
+
+    @property
+    def call(self) -> Call:
+        from airflow_ray.cluster.transport import Call
+
+        return Call(self.name, self.call_id)
+
+    def to_wire(self) -> dict[str, Any]:
+        return {
+            "call_id": self.call_id,
+            "name": self.name,
+            "pinned": self.pinned,
+            "keep": self.keep,
+            "try": self.try_number,
+        }
+
+    @classmethod
+    def from_wire(cls, document: Any) -> Resume:
+        """:raises AirflowRayError: ``document`` is no record of a submitted call."""
+        if not isinstance(document, dict):
+            raise _malformed(document, f"the recorded call is {type(document).__name__}, not a dict")
+        for key in ("call_id", "name"):
+            if not isinstance(document.get(key), str):
+                raise _malformed(document, f"the recorded call lacks the task's {key!r}")
+        return cls(
+            document["call_id"],
+            document["name"],
+            bool(document.get("pinned")),
+            bool(document.get("keep")),
+            int(document.get("try") or 0),
+        )
+
+
+def _resume(document: dict[str, Any]) -> Resume:
+    resume = _field(document, "resume", dict)
+    for key in ("call_id", "name"):
         if not isinstance(resume.get(key), str):
             raise _malformed(document, f"its 'resume' lacks the task's {key!r}")
-    return resume
+    return Resume.from_wire(resume)
 
 
 @dataclass(frozen=True)
@@ -66,11 +118,11 @@ class JobAnswered:
     ``unscheduled``, ``too_big``) record, read by :func:`airflow_ray.cluster.jobs.outcome`."""
 
     status: ClassVar[str] = "answered"
-    resume: dict[str, Any]
+    resume: Resume
     record: dict[str, Any]
 
     def to_wire(self) -> dict[str, Any]:
-        return {"status": self.status, "resume": self.resume, "record": self.record}
+        return {"status": self.status, "resume": self.resume.to_wire(), "record": self.record}
 
     @classmethod
     def from_wire(cls, document: dict[str, Any]) -> JobAnswered:
@@ -92,7 +144,7 @@ class JobEnded:
     """
 
     status: ClassVar[str] = "ended"
-    resume: dict[str, Any]
+    resume: Resume
     info: dict[str, Any] | None
     log_tail: list[str] = field(default_factory=list)
     records: list[dict[str, Any]] = field(default_factory=list)
@@ -100,7 +152,7 @@ class JobEnded:
     def to_wire(self) -> dict[str, Any]:
         return {
             "status": self.status,
-            "resume": self.resume,
+            "resume": self.resume.to_wire(),
             "info": self.info,
             "log_tail": self.log_tail,
             "records": self.records,
@@ -124,11 +176,11 @@ class FollowFailed:
     """The trigger could not follow the job: ``message`` says why."""
 
     status: ClassVar[str] = "error"
-    resume: dict[str, Any]
+    resume: Resume
     message: str
 
     def to_wire(self) -> dict[str, Any]:
-        return {"status": self.status, "resume": self.resume, "message": self.message}
+        return {"status": self.status, "resume": self.resume.to_wire(), "message": self.message}
 
     @classmethod
     def from_wire(cls, document: dict[str, Any]) -> FollowFailed:

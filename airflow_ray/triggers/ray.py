@@ -20,7 +20,8 @@ class RayJobTrigger(BaseTrigger):
     :param submission_id: the job.
     :param task_name: how the log names the Ray task.
     :param poll_interval: seconds between two looks at the job.
-    :param resume: what the operator needs back to finish (sent with the event).
+    :param resume: what the operator needs back to finish (sent with the event): the wire form
+        of a :class:`~airflow_ray.triggers.events.Resume`, kept as such in the serialized trigger.
     """
 
     def __init__(
@@ -65,13 +66,14 @@ class RayJobTrigger(BaseTrigger):
         from airflow_ray.cluster.jobs import LogReader, is_terminal
         from airflow_ray.exceptions import AirflowRayError
         from airflow_ray.operators.lines import log_line
-        from airflow_ray.triggers.events import FollowFailed, JobAnswered, JobEnded
+        from airflow_ray.triggers.events import FollowFailed, JobAnswered, JobEnded, Resume
 
+        resume = Resume.from_wire(self.resume)
         reader = LogReader()
         try:
             client = await self._client()
         except AirflowRayError as err:
-            yield TriggerEvent(FollowFailed(self.resume, str(err)).to_wire())
+            yield TriggerEvent(FollowFailed(resume, str(err)).to_wire())
             return
         try:
             while True:
@@ -81,15 +83,15 @@ class RayJobTrigger(BaseTrigger):
                     log_line(self.log, line.rstrip("\n"))
                 record = reader.answer()
                 if record is not None:
-                    yield TriggerEvent(JobAnswered(self.resume, record).to_wire())
+                    yield TriggerEvent(JobAnswered(resume, record).to_wire())
                     return
                 if final:
-                    ended = JobEnded(self.resume, info, list(reader.tail), reader.records)
+                    ended = JobEnded(resume, info, list(reader.tail), reader.records)
                     yield TriggerEvent(ended.to_wire())
                     return
                 await asyncio.sleep(self.poll_interval)
         except AirflowRayError as err:
-            yield TriggerEvent(FollowFailed(self.resume, str(err)).to_wire())
+            yield TriggerEvent(FollowFailed(resume, str(err)).to_wire())
         finally:
             await client.close()
 

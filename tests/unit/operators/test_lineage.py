@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from types import SimpleNamespace
 
 import pytest
 from airflow.sdk import DAG, Asset, AssetAlias
@@ -79,7 +80,7 @@ def test_the_operators_report_what_they_read_and_wrote():
         load = RayPythonOperator(task_id="load", python_callable=print, lineage_inputs="/data/HIGGS.csv")
         checkpoint = RayCheckpointOperator(task_id="checkpoint", outputs=[load.output])
     assert "lineage_inputs" in RayPythonOperator.template_fields
-    load._checkpoint_uris = [MANIFEST["uri"]]
+    load._run = SimpleNamespace(checkpoint_uris=[MANIFEST["uri"]])  # type: ignore[assignment]
     lineage = load.get_openlineage_facets_on_complete(None)
     assert [d.name for d in lineage.inputs] == ["/data/HIGGS.csv"]
     assert [d.namespace for d in lineage.outputs] == ["s3://bucket"]

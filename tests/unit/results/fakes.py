@@ -19,24 +19,23 @@ _ABSENT = object()
 
 
 class FakeTransport:
-    """One cluster of one connection.
+    """One cluster of one connection: ``submit`` raises :class:`RayInputsMissingError` for
+    inputs the cluster does not hold, as both transports do.
 
-    :param checks_inputs: like the Jobs transport, ``submit`` raises
-        :class:`RayInputsMissingError` for inputs the cluster does not hold.
+    :param releases_copied: whether :meth:`release_copied` releases (the driver's) or leaves the
+        pins to retention (the Jobs API's).
     """
 
     def __init__(
         self,
         conn_id: str = "ray_fake",
         *,
-        checks_inputs: bool = False,
-        releases_cheaply: bool = True,
+        releases_copied: bool = True,
         namespace: str = "fake_ns",
         owner: str = "fake_owner",
     ) -> None:
         self.conn_id = conn_id
-        self.checks_inputs = checks_inputs
-        self.releases_cheaply = releases_cheaply
+        self._releases_copied = releases_copied
         self._namespace = namespace
         self._owner = owner
         self.pins: dict[str, Any] = {}
@@ -63,13 +62,11 @@ class FakeTransport:
 
     def submit(self, spec: TaskSpec) -> Call:
         gone = [item.pin for item in spec.inputs if item.pin not in self.pins]
-        if gone and self.checks_inputs:
+        if gone:
             raise RayInputsMissingError(f"Inputs {gone} are not in the cluster", gone)
         self.submitted.append(spec)
         call = Call(spec.name, f"call-{len(self.submitted)}")
         try:
-            if gone:
-                raise LookupError(f"inputs {gone} are gone")
             inputs = tuple(self.pins[item.pin] for item in spec.inputs)
             value = spec.fn(*fill_slots(spec.args, inputs), **fill_slots(spec.kwargs, inputs))
         except Exception as err:  # the task failed: follow() raises it
@@ -92,6 +89,12 @@ class FakeTransport:
 
     def link(self, call: Call) -> str | None:
         return None
+
+    def job_id(self, call: Call) -> str | None:
+        return None
+
+    def answered(self, call: Call, answer: dict[str, Any], log: Any) -> Returned:
+        return Returned(dict(answer.get("meta") or {}))
 
     def take(self, call: Call) -> Any:
         return self._results.pop(call.call_id)[0]
@@ -122,6 +125,10 @@ class FakeTransport:
     def release(self, inputs: list[Input]) -> int:
         self.released.extend(inputs)
         return sum(self.pins.pop(item.pin, _ABSENT) is not _ABSENT for item in inputs)
+
+    def release_copied(self, inputs: list[Input]) -> None:
+        if self._releases_copied:
+            self.release(inputs)
 
     def list_pins(self, dag_id: str | None = None, run_id: str | None = None) -> list[dict[str, Any]]:
         return [{"pin": pin} for pin in self.pins]

@@ -1,6 +1,5 @@
 """Handing a Ray task its inputs: references become slots, the same result one input; a result of
-another cluster is fetched; lost inputs are restored before (or, when the transport checks them,
-after a refused) submission."""
+another cluster is fetched; lost inputs are restored after the submission that found them lost."""
 
 from __future__ import annotations
 
@@ -43,7 +42,7 @@ def test_a_result_of_another_cluster_is_fetched_not_handed_over(clusters, checkp
 def test_a_result_of_another_connection_to_this_cluster_is_handed_over_not_fetched(clusters, checkpoints):
     # One cluster, two connections: by GCS address (driver transport) and by dashboard (Jobs API).
     clusters["by_gcs"] = by_gcs = FakeTransport("by_gcs")
-    by_dashboard = FakeTransport("by_dashboard", checks_inputs=True)
+    by_dashboard = FakeTransport("by_dashboard")
     made = by_gcs.reference(producer("x"), value=b"200 MB")
     by_dashboard.pins[made.pin] = by_gcs.pins[made.pin]
 
@@ -64,13 +63,13 @@ def test_a_result_of_another_namespace_is_fetched_without_asking(clusters, check
     assert here.asked_missing == []
 
 
-def test_lost_inputs_are_restored_before_submission(clusters, checkpoints):
+def test_lost_inputs_are_restored_when_the_submission_finds_them_lost(clusters, checkpoints):
     cluster = FakeTransport("c")
     kept = cluster.reference(producer("kept"), value=1)
     lost = cluster.reference(producer("lost"))
     checkpoints.values[lost.pin] = 2
 
-    hand_over((kept, lost), {}, cluster)
+    submit(cluster, _spec(cluster, kept, lost), [kept, lost])
     assert checkpoints.restored == [lost.pin]
     assert cluster.pins[lost.pin] == 2
 
@@ -78,12 +77,14 @@ def test_lost_inputs_are_restored_before_submission(clusters, checkpoints):
 def test_a_lost_input_without_checkpoint_fails_naming_its_xcom(clusters, checkpoints):
     cluster = FakeTransport("c")
     lost = cluster.reference(producer("features", map_index=1))
+    args, kwargs, inputs, found = hand_over((), {"x": lost}, cluster)
+    spec = TaskSpec(lambda x: x, args, kwargs, "t", inputs=inputs)
     with pytest.raises(RayObjectLostError, match=r"XCom 'return_value' of task 'features' \(map index 1\)"):
-        hand_over((), {"x": lost}, cluster)
+        submit(cluster, spec, found)
 
 
-def test_a_transport_that_checks_inputs_is_not_asked_first(clusters, checkpoints):
-    cluster = FakeTransport("jobs", checks_inputs=True)
+def test_the_cluster_is_not_asked_before_the_submission(clusters, checkpoints):
+    cluster = FakeTransport("jobs")
     lost = cluster.reference(producer("lost"))
     hand_over((lost,), {}, cluster)
     assert cluster.asked_missing == []
@@ -98,7 +99,7 @@ def _spec(cluster: FakeTransport, *references, submission_id: str | None = "sub-
 
 
 def test_inputs_a_job_finds_gone_are_restored_and_it_is_submitted_again(clusters, checkpoints):
-    cluster = FakeTransport("jobs", checks_inputs=True)
+    cluster = FakeTransport("jobs")
     kept = cluster.reference(producer("kept"), value=1)
     lost = cluster.reference(producer("lost"))
     checkpoints.values[kept.pin] = 100  # must not replace what the cluster holds
@@ -113,7 +114,7 @@ def test_inputs_a_job_finds_gone_are_restored_and_it_is_submitted_again(clusters
 
 
 def test_a_refused_submission_without_id_is_retried_without_one(clusters, checkpoints):
-    cluster = FakeTransport("jobs", checks_inputs=True)
+    cluster = FakeTransport("jobs")
     lost = cluster.reference(producer("lost"))
     checkpoints.values[lost.pin] = 5
     spec = _spec(cluster, lost, submission_id=None)
@@ -123,7 +124,7 @@ def test_a_refused_submission_without_id_is_retried_without_one(clusters, checkp
 
 
 def test_a_job_missing_an_input_without_checkpoint_fails_naming_it(clusters, checkpoints):
-    cluster = FakeTransport("jobs", checks_inputs=True)
+    cluster = FakeTransport("jobs")
     lost = cluster.reference(producer("lost"))
     with pytest.raises(RayObjectLostError, match="XCom 'return_value' of task 'lost'"):
         submit(cluster, _spec(cluster, lost), [lost])

@@ -82,7 +82,7 @@ def test_what_the_row_holds_is_unpinned_only_where_release_is_cheap():
     assert cheap.released == [Input(producer("split").with_key("small").pin_key, cheap.owner_name)]
     assert list(cheap.pins) == [producer("split").with_key("big").pin_key]
 
-    costly = FakeTransport("j", releases_cheaply=False)
+    costly = FakeTransport("j", releases_copied=False)
     _split(costly).release_small({"small": {"a": 1}})
     assert costly.released == []
     _split(cheap).release_small({})

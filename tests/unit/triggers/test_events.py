@@ -7,18 +7,26 @@ import json
 import pytest
 
 from airflow_ray.exceptions import AirflowRayError
-from airflow_ray.triggers.events import FollowFailed, JobAnswered, JobEnded, event_from_wire
+from airflow_ray.triggers.events import FollowFailed, JobAnswered, JobEnded, Resume, event_from_wire
 
 RESUME = {"call_id": "airflow-ray-d-t-01", "name": "d.t", "pinned": True, "keep": True, "try": 2}
+RECORDED = Resume("airflow-ray-d-t-01", "d.t", pinned=True, keep=True, try_number=2)
+
+
+def test_the_recorded_call_reads_as_earlier_versions_stored_it():
+    assert Resume.from_wire(RESUME) == RECORDED and RECORDED.to_wire() == RESUME
+    assert Resume.from_wire({"call_id": "c", "name": "n"}) == Resume("c", "n")  # before pinned, keep, try
+    with pytest.raises(AirflowRayError, match="lacks the task's 'name'"):
+        Resume.from_wire({"call_id": "c"})
 
 
 @pytest.mark.parametrize(
     "event",
     [
-        JobAnswered(RESUME, {"event": "end", "reply": {"state": "done"}}),
-        JobEnded(RESUME, {"status": "STOPPED", "message": "stopped"}, ["last line"], [{"event": "begin"}]),
-        JobEnded(RESUME, None),
-        FollowFailed(RESUME, "the dashboard answered 502"),
+        JobAnswered(RECORDED, {"event": "end", "reply": {"state": "done"}}),
+        JobEnded(RECORDED, {"status": "STOPPED", "message": "stopped"}, ["last line"], [{"event": "begin"}]),
+        JobEnded(RECORDED, None),
+        FollowFailed(RECORDED, "the dashboard answered 502"),
     ],
 )
 def test_every_event_round_trips_through_json(event):

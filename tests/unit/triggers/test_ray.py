@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 
+from airflow_ray.triggers.events import Resume
 from airflow_ray.triggers.ray import RayJobTrigger
 
 
@@ -64,6 +65,7 @@ def events_of(trigger: RayJobTrigger, api: FakeJobsApi) -> list:
 
 
 RESUME = {"call_id": "airflow-ray-x", "name": "d.t", "pinned": False, "keep": False, "try": 1}
+RECORDED = Resume("airflow-ray-x", "d.t", try_number=1)
 
 
 def make_trigger() -> RayJobTrigger:
@@ -82,7 +84,7 @@ def test_a_job_stopped_before_it_answered_is_one_ended_event_with_its_status_and
     )
     [event] = events_of(make_trigger(), api)
     assert event == JobEnded(
-        RESUME,
+        RECORDED,
         {"status": "STOPPED", "message": "Job was stopped."},
         ["Ray starting", "working 1", "working 2"],
         [{"event": "begin", "call_id": "c"}],
@@ -96,7 +98,7 @@ def test_an_answered_job_is_one_answered_event_with_its_record():
 
     log = record("begin", call_id="c") + "\n" + record("end", reply={"state": "done"}) + "\n"
     [event] = events_of(make_trigger(), FakeJobsApi([({"status": "SUCCEEDED"}, log)]))
-    assert event == JobAnswered(RESUME, {"event": "end", "reply": {"state": "done"}})
+    assert event == JobAnswered(RECORDED, {"event": "end", "reply": {"state": "done"}})
 
 
 def test_a_job_that_is_gone_ends_and_a_failing_api_is_an_error_event():
@@ -104,7 +106,7 @@ def test_a_job_that_is_gone_ends_and_a_failing_api_is_an_error_event():
     from airflow_ray.triggers.events import FollowFailed, JobEnded
 
     [event] = events_of(make_trigger(), FakeJobsApi([(None, "")]))
-    assert event == JobEnded(RESUME, None, [], [])
+    assert event == JobEnded(RECORDED, None, [], [])
 
     class Broken(FakeJobsApi):
         async def info(self, submission_id: str) -> dict | None:
@@ -112,4 +114,4 @@ def test_a_job_that_is_gone_ends_and_a_failing_api_is_an_error_event():
 
     broken = Broken([])
     [event] = events_of(make_trigger(), broken)
-    assert event == FollowFailed(RESUME, "the dashboard answered 502") and broken.closed
+    assert event == FollowFailed(RECORDED, "the dashboard answered 502") and broken.closed

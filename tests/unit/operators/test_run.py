@@ -1,4 +1,5 @@
-"""The operator's Ray steps (operators/runner.py) over a fake transport: no cluster, no network."""
+"""The Ray run of one execute() (operators/run.py), through the operator, over a fake transport:
+no cluster, no network."""
 
 from __future__ import annotations
 
@@ -12,13 +13,14 @@ from airflow_ray import RayPythonOperator
 from airflow_ray._remote.protocol import CallState, Returned
 from airflow_ray.cluster.transport import Call
 from airflow_ray.exceptions import AirflowRayError, RayConfigurationError, RayTaskFailedError
-from airflow_ray.triggers.events import FollowFailed, JobEnded
+from airflow_ray.operators.run import RayRun, submission_id
+from airflow_ray.triggers.events import FollowFailed, JobEnded, Resume
 
-RESUME = {"call_id": "airflow-ray-d-t-01", "name": "d.t", "pinned": False, "keep": False, "try": 2}
+RESUME = Resume("airflow-ray-d-t-01", "d.t", pinned=False, keep=False, try_number=2)
 
 
 class FakeTransport:
-    """The part of a transport the runner asks in these tests."""
+    """The part of a transport the run asks in these tests."""
 
     def __init__(
         self, state: CallState = CallState.RUNNING, pins: list[dict[str, Any]] | None = None
@@ -36,6 +38,9 @@ class FakeTransport:
     def take(self, call: Call) -> Any:
         self.taken.append(call)
         return 42
+
+    def job_id(self, call: Call) -> str | None:
+        return call.call_id
 
 
 def operator(transport: FakeTransport | None = None) -> RayPythonOperator:
@@ -55,7 +60,7 @@ def context(try_number: int = 3) -> dict[str, Any]:
     [
         {"status": "ended", "info": {"status": "STOPPED"}, "preamble": []},  # before events were typed
         {"status": "answered", "record": {"event": "end"}},
-        {"status": "surprise", "resume": RESUME},
+        {"status": "surprise", "resume": RESUME.to_wire()},
         "not an event",
     ],
 )
@@ -101,7 +106,26 @@ def test_the_event_names_the_try_that_submitted_the_job():
     op = operator()
     with pytest.raises(RayTaskFailedError):
         op.execute_complete(context(try_number=3), FollowFailed(RESUME, "gone").to_wire())
-    assert op.producer.try_number == 2  # the try recorded in the event, not the one resuming
+    assert op._run is not None and op._run.producer.try_number == 2  # the event's try, not the resuming one
+
+
+def test_a_failed_deferral_stops_the_recorded_job_and_a_run_in_place_is_cancelled_on_kill():
+    class Stoppable(FakeTransport):
+        cancelled: list[Call] = []
+
+        def cancel(self, call: Call) -> None:
+            self.cancelled.append(call)
+
+    transport = Stoppable()
+    op = operator(transport)
+    store = {"airflow_ray_call": RESUME.to_wire()}
+    with pytest.raises(Exception):  # noqa: B017 - BaseOperator's own failure after the stop
+        op.resume_execution(
+            "__fail__", {"error": "Trigger timeout"}, {**context(), "task_state_store": store}
+        )
+    assert transport.cancelled == [RESUME.call]
+    op.on_kill()
+    assert transport.cancelled == [RESUME.call, RESUME.call]
 
 
 @pytest.mark.parametrize(
@@ -135,30 +159,40 @@ def test_a_retry_reads_the_recorded_calls_state(state, keep, pins, status, activ
     for pin in pins:
         pin["meta"] = Returned({"type": "int"}).meta
     op = operator(FakeTransport(state, pins))
-    op._bind(context())
-    found = op.get_job_status({**RESUME, "keep": keep}, context())
+    ctx = context()
+    recorded = Resume(RESUME.call_id, RESUME.name, keep=keep, try_number=2)
+    found = op.get_job_status(recorded.to_wire(), ctx)
     assert found == status
     assert op.is_job_active(found) is active and op.is_job_succeeded(found) is succeeded
 
 
 def test_an_unpinned_result_is_taken_as_the_value():
     transport = FakeTransport(CallState.DONE)
-    op = operator(transport)
-    op._bind(context())
-    assert op._finish(Call("d.t", "c1"), {**RESUME, "pinned": False}, Returned({"type": "int"})) == 42
-    assert transport.taken == [Call("d.t", "c1")] and op._result["value"] == 42
+    run = RayRun(operator(transport), context())
+    assert run.finish(Resume("c1", "d.t"), Returned({"type": "int"})) == 42
+    assert transport.taken == [Call("d.t", "c1")]
+    assert run.result(Resume("c1", "d.t")) == 42 and len(transport.taken) == 1  # not taken twice
 
 
 def test_the_job_id_of_a_try_is_its_deployments_own(monkeypatch):
     """Staging and production name a day's run alike: each finds its own job, never the other's."""
     from airflow_ray import deployment
     from airflow_ray._remote.protocol import Producer
-    from airflow_ray.operators.runner import _submission_id
 
-    producer = Producer("dag", "manual__2026-01-02T00:00:00+00:00", "task", -1, "return_value")
+    producer = Producer("dag", "manual__2026-01-02T00:00:00+00:00", "task", -1, "return_value", 1)
     ids = {}
     for name in ("staging", "production"):
         monkeypatch.setattr(deployment, "deployment_id", lambda name=name: name)
-        ids[name] = _submission_id(producer, 1)
-        assert ids[name] == _submission_id(producer, 1)  # a second submission of the try finds it
+        ids[name] = submission_id(producer)
+        assert ids[name] == submission_id(producer)  # a second submission of the try finds it
     assert ids["staging"] != ids["production"]
+
+
+def test_the_link_is_the_runs_own_until_a_deferral_and_then_the_submitting_process_xcom():
+    op = operator()
+    assert op.ray_link is None  # before execute(): RayJobLink reads the XCom
+    op._run_of(context())
+    assert op.ray_link == ""  # submitted nothing yet: no XCom lookup, no link
+    with pytest.raises(RayTaskFailedError):
+        op.execute_complete(context(), FollowFailed(RESUME, "gone").to_wire())
+    assert op.ray_link is None  # resumed in another process: the XCom pushed at submission holds it

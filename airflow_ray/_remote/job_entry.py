@@ -8,7 +8,9 @@ of :data:`COMMANDS`), ``owner`` (``name``, ``namespace``, ``keep_runs``, ``pin_t
 it exactly as the driver transport does from the Airflow worker, and prints the answer to the
 job's log:
 
-- what the callable prints, as it is produced, after a ``begin`` record;
+- what the callable prints, as it is produced, after a ``begin`` record; a line of it that starts
+  with ``@`` or ``\\`` gets a ``\\`` in front (:func:`unescape` takes it off), so that no line the
+  callable prints can read as a record, whatever it prints;
 - one record per answer: ``<MARK> {"event": ..., ...}`` on a line of its own (JSON; bytes travel
   base64-encoded).
 
@@ -47,6 +49,16 @@ def parse_record(line: str) -> dict[str, Any] | None:
     return document
 
 
+def escape(line: str) -> str:
+    """A line of the callable's output as the job's log carries it: never a record."""
+    return "\\" + line if line.startswith(("@", "\\")) else line
+
+
+def unescape(line: str) -> str:
+    """A line of the callable's output as it printed it (the inverse of :func:`escape`)."""
+    return line[1:] if line.startswith("\\") else line
+
+
 def encode_bytes(data: bytes | None) -> str | None:
     return None if data is None else base64.b64encode(data).decode()
 
@@ -63,7 +75,11 @@ class _Writer:
 
     def output(self, text: str) -> None:
         if text:
-            sys.stdout.write(text)
+            # Escaped line by line; a chunk may end in the middle of a line, whose start was
+            # escaped with the chunk before.
+            lines = text.split("\n")
+            escaped = [escape(line) if i or self._at_line_start else line for i, line in enumerate(lines)]
+            sys.stdout.write("\n".join(escaped))
             sys.stdout.flush()
             self._at_line_start = text.endswith("\n")
 

@@ -24,7 +24,7 @@ from functools import cache, cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from airflow_ray._remote.job_entry import PAYLOAD_NAME, parse_record
+from airflow_ray._remote.job_entry import PAYLOAD_NAME, parse_record, unescape
 from airflow_ray._remote.protocol import CallError, CallState, ErrorKind, PollReply, Returned
 from airflow_ray.cluster.jobs_api import JobsClient, JobsEndpoint, JobStatus, is_terminal
 from airflow_ray.cluster.transport import (
@@ -83,9 +83,10 @@ class LogReader:
                 self.began = self.began or record["event"] == "begin"
                 self.records.append(record)
                 continue
-            self.tail.append(line)
             if self.began:
+                line = unescape(line)
                 yield line + "\n"
+            self.tail.append(line)
 
     def answer(self, *events: str) -> dict[str, Any] | None:
         """The first record of one of ``events`` (default: those that answer a task's job)."""

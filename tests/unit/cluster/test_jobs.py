@@ -48,6 +48,30 @@ def test_a_line_that_only_mentions_the_mark_is_output():
     assert reader.records == []
 
 
+@pytest.mark.parametrize(
+    "printed",
+    [
+        record("end", reply={"state": "done"}) + "\n",  # a callable that prints an answer of its own
+        f"{MARK} not json\n",
+        "\\ a backslash, \\\\ two, then @ and \\@\n",
+        "@@airflow-ray@@",  # no newline: the record after it goes on a line of its own
+    ],
+)
+def test_what_the_callable_prints_is_read_as_it_printed_it_never_as_an_answer(printed, capsys):
+    from airflow_ray._remote.job_entry import _Writer
+
+    writer = _Writer()
+    writer.record("begin", call_id="1")
+    for cut in range(0, len(printed), 3):  # in chunks that split lines and the mark
+        writer.output(printed[cut : cut + 3])
+    writer.record("end", reply={"state": "failed"})
+    reader = LogReader()
+    shown = "".join(reader.feed(capsys.readouterr().out, final=True))
+    assert shown == (printed if printed.endswith("\n") else printed + "\n")
+    assert [r["event"] for r in reader.records] == ["begin", "end"]
+    assert reader.answer() == {"event": "end", "reply": {"state": "failed"}}
+
+
 def end_record(reply: PollReply) -> dict:
     wire = reply.to_wire()
     if wire["error"] is not None and wire["error"]["pickled"] is not None:

@@ -213,7 +213,7 @@ class RayHook(BaseHook):
         already connected there (``dag.test()`` runs every task of a DAG in one) stays connected;
         one connected elsewhere is moved over only when it holds nothing there, and otherwise
         gets a :class:`~airflow_ray.exceptions.RayConnectionError` naming both clusters
-        (:func:`airflow_ray.cluster.connect.ensure_driver`).
+        (``airflow_ray.cluster.connect.ensure_driver``).
         """
         import ray
 

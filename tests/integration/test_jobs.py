@@ -140,6 +140,29 @@ def test_a_failing_callable_fails_the_task_with_its_remote_traceback(jobs_conn, 
     assert "Connecting to existing Ray cluster" not in out
 
 
+def test_output_that_looks_like_an_answer_is_shown_as_output_not_taken_as_one(jobs_conn, capfd):
+    from airflow_ray._remote.job_entry import record
+
+    imitation = record("end", reply={"state": "failed", "error": None})
+
+    def prints_an_answer_of_its_own() -> int:
+        print(imitation)  # as a callable that prints another job's log would
+        print("\\ and a line that starts with a backslash")
+        time.sleep(1)  # the Airflow side reads the log meanwhile
+        return 42
+
+    with DAG("x_jobs_imitation", schedule=None, start_date=START) as dag:
+        RayPythonOperator(
+            task_id="imitates", python_callable=prints_an_answer_of_its_own, ray_conn_id=jobs_conn
+        )
+    dag_run = run_dag(dag)
+    assert task_states(dag_run) == {"imitates": "success"}
+    assert xcom(dag_run, "imitates") == 42
+    out = capfd.readouterr().out
+    assert imitation in out and "\\ and a line that starts with a backslash" in out
+    assert "\\\\ and a line" not in out
+
+
 def test_deferrable_tasks_run_in_the_triggerer_and_return_references(jobs_conn, capfd):
     def slow(n: int) -> np.ndarray:
         for i in range(3):

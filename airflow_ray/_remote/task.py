@@ -335,20 +335,23 @@ class _OutputSender(threading.Thread):
         self._last: Any = None
 
     def run(self) -> None:
-        while True:
-            finishing = self._done.is_set()
-            if self._wake.wait(FLUSH_INTERVAL) and not finishing:
+        # done is read before each wait and after it: finish() sets it, then wake, so the last
+        # send never waits out a FLUSH_INTERVAL (a trivial task took 0.2 s more when it did).
+        while not self._done.is_set():
+            if self._wake.wait(FLUSH_INTERVAL) and not self._done.is_set():
                 time.sleep(MIN_FLUSH_GAP)  # the rest of a line written in parts
             self._wake.clear()
+            self._send_pending()
+        self._send_pending()
+
+    def _send_pending(self) -> None:
+        text = _drain(self._sink, 0)
+        while text:
+            try:
+                self._last = self._owner.output.remote(self._call_id, masked(text, self._secrets))
+            except Exception:  # noqa: BLE001 - output is best effort; the callable's result is not
+                pass
             text = _drain(self._sink, 0)
-            while text:
-                try:
-                    self._last = self._owner.output.remote(self._call_id, masked(text, self._secrets))
-                except Exception:  # noqa: BLE001 - output is best effort; the callable's result is not
-                    pass
-                text = _drain(self._sink, 0)
-            if finishing:
-                return
 
     def finish(self, timeout: float = 30.0) -> None:
         """Send what is left, and return once the owner has taken the last of it."""
@@ -421,8 +424,6 @@ def run_streaming(
                     type(error), error, error.__traceback__ and error.__traceback__.tb_next
                 )
             )
-        finally:
-            wake.set()
 
     root = logging.getLogger()
     saved_level = root.level

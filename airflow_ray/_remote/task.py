@@ -417,6 +417,12 @@ def run_streaming(
                 value = asyncio.run(value)
             outcome["value"] = value
         except BaseException as error:  # noqa: BLE001 - everything goes back to Airflow
+            if getattr(error, "ray_terminate_msg", None) is not None:
+                # Ray's SIGTERM handler: this worker stops with its node or cluster. That is not
+                # the callable's failure; the worker exits as Ray means it to (below), and the
+                # Airflow side reports the task failed outside the callable.
+                outcome["stopped"] = error
+                return
             outcome["error"] = error
             # Drop this wrapper's own frame: the traceback starts in the user's code.
             outcome["traceback"] = "".join(
@@ -455,7 +461,9 @@ def run_streaming(
                 os.environ.pop(name, None)
             else:
                 os.environ[name] = before
-        sender.finish()
+        sender.finish(timeout=2.0 if "stopped" in outcome else 30.0)
+    if "stopped" in outcome:
+        raise outcome["stopped"]
     text = _drain(sink, 0)
     while text:
         yield Output(masked(text, secrets)).to_wire()

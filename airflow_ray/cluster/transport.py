@@ -256,8 +256,12 @@ def raise_call_error(name: str, error: CallError, log: Any) -> NoReturn:
             rebuilt = pickle.loads(error.pickled)
         except Exception as err:  # noqa: BLE001 - an exception class that is not importable here
             why = f"its class cannot be loaded here ({type(err).__name__}: {err})"
-    if isinstance(rebuilt, BaseException):
+    if isinstance(rebuilt, Exception):
         raise rebuilt from RemoteCallableError(f"Remote traceback of Ray task {name}:\n{error.message}")
+    if isinstance(rebuilt, BaseException):
+        # SystemExit or KeyboardInterrupt raised here would end this Airflow task's process, which
+        # then fails without saying why.
+        why = "it would end this Airflow task's process instead of failing the task"
     raised = f" with {error.type_name}" if error.type_name else ""
     raise RemoteCallableError(
         f"The callable failed in Ray task {name}{raised}, which is not raised here as itself because "

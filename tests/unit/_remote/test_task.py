@@ -259,3 +259,28 @@ def test_with_an_owner_to_report_to_the_callable_runs_on_the_tasks_own_thread():
         result = list(remote_call.run_streaming(work, (), {}, report=(owner, CALL_ID)))
     assert result[0] == ("output", "") and result[1][0] == "return" and result[2] is True
     assert "".join(owner.texts) == "printed\nWARNING user: logged\n"
+
+
+def test_a_worker_stopped_by_ray_exits_instead_of_reporting_the_callables_failure():
+    owner = FakeOwner()
+
+    def work():
+        print("before the stop")
+        stop = SystemExit(1)
+        stop.ray_terminate_msg = "The process receives a SIGTERM."  # as Ray's SIGTERM handler raises it
+        raise stop
+
+    with worker_streams(), pytest.raises(SystemExit) as raised:
+        list(remote_call.run_streaming(work, (), {}, report=(owner, CALL_ID)))
+    assert raised.value.ray_terminate_msg == "The process receives a SIGTERM."
+    assert "".join(owner.texts) == "before the stop\n"
+
+
+def test_a_callable_that_calls_sys_exit_fails_as_the_callable():
+    def work():
+        sys.exit(3)
+
+    *_, last = events(work)
+    kind, pickled, traceback_text, type_name = last
+    assert kind == "error" and type_name == "SystemExit" and "SystemExit: 3" in traceback_text
+    assert pickle.loads(pickled).code == 3

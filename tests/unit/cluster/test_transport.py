@@ -61,6 +61,16 @@ def test_an_error_whose_class_is_not_importable_here_keeps_its_traceback():
         raise_call_error("d.t", error, None)
 
 
+def test_a_callable_that_exits_fails_the_task_instead_of_ending_its_process():
+    error = CallError(
+        ErrorKind.CALLABLE, "Traceback ...\nSystemExit: 3", pickle.dumps(SystemExit(3)), "SystemExit"
+    )
+    with pytest.raises(
+        RemoteCallableError, match=r"with SystemExit, .* would end this Airflow task's process"
+    ):
+        raise_call_error("d.t", error, None)
+
+
 def test_a_failure_outside_the_callable_is_a_task_failure():
     with pytest.raises(RayTaskFailedError, match=r"Ray task d\.t failed outside the callable: worker died"):
         raise_call_error("d.t", CallError(ErrorKind.TASK, "worker died"), None)

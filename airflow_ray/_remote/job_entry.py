@@ -240,19 +240,28 @@ def held(request: Request, out: _Writer) -> None:
 
 
 def fetch(request: Request, out: _Writer) -> None:
-    """The value pinned under a key, when it is small enough to travel through the log."""
+    """The values pinned under keys, as one list, when together small enough to travel through
+    the log; with ``release``, the pins are released after, whatever the answer."""
     import ray
 
     args, owner = request["arguments"], request["owner"]
-    ref = pins.pinned_ref(args["pin"], args["owner"], owner["name"], owner["namespace"])
-    if ref is None:
-        out.record("missing")
-        return
-    data = _dumps(ray.get(ref))
-    if len(data) > args["max_bytes"]:
-        out.record("too_big", size=len(data))
-    else:
-        out.record("value", data=encode_bytes(data))
+    pairs = [(key, made_by) for key, made_by in args["pins"]]
+    try:
+        values = []
+        for key, made_by in pairs:
+            ref = pins.pinned_ref(key, made_by, owner["name"], owner["namespace"])
+            if ref is None:
+                out.record("missing", pin=key)
+                return
+            values.append(ray.get(ref))
+        data = _dumps(values)
+        if len(data) > args["max_bytes"]:
+            out.record("too_big", size=len(data))
+        else:
+            out.record("value", data=encode_bytes(data))
+    finally:
+        if args.get("release"):
+            pins.release(pairs, owner["namespace"])
 
 
 def release(request: Request, out: _Writer) -> None:

@@ -308,6 +308,12 @@ class DriverTransport(OwnedResults):
         with self._owner_alive("releasing pinned results"):
             return pins.release([(item.pin, item.owner) for item in inputs], self.namespace)
 
+    def fetch_and_release(self, inputs: list[Input]) -> list[Any]:
+        try:
+            return [self.fetch(item) for item in inputs]
+        finally:
+            self.release(inputs)
+
     def release_copied(self, inputs: list[Input]) -> None:
         if inputs:  # a method call of the owner: cheap enough for every task
             self.release(inputs)

@@ -456,26 +456,40 @@ class JobsTransport(OwnedResults):
             self.client.delete(submission_id)
 
     def fetch(self, item: Input) -> Any:
+        return self._fetch([item], release=False)[0]
+
+    def fetch_and_release(self, inputs: list[Input]) -> list[Any]:
+        return self._fetch(inputs, release=True) if inputs else []
+
+    def _fetch(self, inputs: list[Input], release: bool) -> list[Any]:
+        """The values of ``inputs``, fetched by one job (which releases them after, with ``release``)."""
         import pickle
 
         from airflow_ray import config
         from airflow_ray._remote.job_entry import decode_bytes
 
         limit = config.jobs_inline_max_bytes()
-        record = self._ask("fetch", {"pin": item.pin, "owner": item.owner, "max_bytes": limit})
+        pairs = [[item.pin, item.owner] for item in inputs]
+        record = self._ask("fetch", {"pins": pairs, "max_bytes": limit, "release": release})
         if record["event"] == "missing":
-            raise LookupError(item.pin)
+            raise LookupError(record["pin"])
         if record["event"] == "too_big":
+            what = (
+                f"The value pinned as {inputs[0].pin!r} is"
+                if len(inputs) == 1
+                else f"The values pinned as {[item.pin for item in inputs]} are together"
+            )
             raise RayResultTooLargeError(
-                f"The value pinned as {item.pin!r} is {record['size']} bytes pickled, more than the "
-                f"{limit} bytes ([ray] jobs_inline_max_bytes) that travel to a task that is not a Ray "
-                f"task through the Jobs API of {self.hook.describe()}. Consume it in a Ray task "
-                f"(@task.ray), give its producer checkpoint=True so that it is read from S3, or raise "
+                f"{what} {record['size']} bytes pickled, more than the {limit} bytes "
+                f"([ray] jobs_inline_max_bytes) that travel to a task that is not a Ray task through "
+                f"the Jobs API of {self.hook.describe()}. Consume it in a Ray task (@task.ray), give "
+                f"its producer checkpoint=True so that it is read from S3, or raise "
                 f"[ray] jobs_inline_max_bytes."
             )
         data = decode_bytes(record["data"])
         assert data is not None
-        return pickle.loads(data)
+        values: list[Any] = pickle.loads(data)
+        return values
 
     def release_copied(self, inputs: list[Input]) -> None:
         """Left to retention: each release is a Ray job of its own here."""

@@ -151,6 +151,14 @@ class Transport(Protocol):
         """Unpin ``inputs``; how many were pinned."""
         ...
 
+    def fetch_and_release(self, inputs: list[Input]) -> list[Any]:
+        """The values of ``inputs``, into this process, and their pins released whether or not
+        they could be fetched: one step.
+
+        :raises LookupError: naming a pin the cluster no longer holds.
+        """
+        ...
+
     def release_copied(self, inputs: list[Input]) -> None:
         """Unpin results whose values an XCom row now holds itself, where that costs little;
         the rest are left to the pins' retention (``[ray] pin_ttl``, ``keep_runs``)."""

@@ -116,12 +116,11 @@ class PinnedOutputs:
     def fetch_and_release(self, fetch: bool = True) -> Any:
         """The values, fetched into this process (with ``fetch``), and the pins released."""
         items = {key: self._input(key) for key in self.producers}
-        try:
-            if not fetch:
-                return None
-            return self._shaped({key: self.transport.fetch(item) for key, item in items.items()})
-        finally:
+        if not fetch:
             self.transport.release(list(items.values()))
+            return None
+        values = self.transport.fetch_and_release(list(items.values()))
+        return self._shaped(dict(zip(items, values, strict=True)))
 
 
 def _storable_in_row(value: Any, max_bytes: int) -> bool:

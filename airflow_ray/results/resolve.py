@@ -103,11 +103,13 @@ def materialize(reference: RayXComReference) -> Any:
     from airflow_ray.results.restore import read_here
 
     transport = transport_of(reference)
-    ensure_in_cluster([reference], transport)
+    # The fetch itself says when the value is gone: no question before it (through the Jobs
+    # API each is a Ray job of its own).
+    ensure_in_cluster([reference], transport, gone=[])
     try:
         try:
             return transport.fetch(input_of(reference))
-        except LookupError:  # lost (or released) after the check: restore it, if it can be
+        except LookupError:  # lost (or released): restore it, if it can be
             ensure_in_cluster([reference], transport, gone=[reference.pin])
             return transport.fetch(input_of(reference))
     except LookupError as err:

@@ -120,6 +120,41 @@ def test_a_plain_consumer_gets_a_small_value_a_checkpointed_one_and_a_clear_erro
     assert "Consume it in a Ray task" in out and "checkpoint=True" in out
 
 
+def test_a_checkpointed_result_that_a_mapped_task_expands_over_comes_back_and_is_released(
+    jobs_conn, checkpoints, monkeypatch
+):
+    # A mapped task needs the list itself: the result, pinned only for its checkpoint, is
+    # fetched and released by one Ray job (two before).
+    from airflow_ray.cluster.jobs import JobsTransport
+    from airflow_ray.hooks.ray import RayHook
+
+    asked: list[str] = []
+    original = JobsTransport._ask
+
+    def ask(self, command, arguments):
+        asked.append(command)
+        return original(self, command, arguments)
+
+    monkeypatch.setattr(JobsTransport, "_ask", ask)
+    with DAG("x_jobs_expand", schedule=None, start_date=START) as dag:
+
+        @task.ray(ray_conn_id=jobs_conn, checkpoint=True)
+        def factors() -> list:
+            return [1, 2, 3]
+
+        @task
+        def doubled(factor: int) -> int:
+            return 2 * factor
+
+        doubled.expand(factor=factors())
+
+    dag_run = run_dag(dag)
+    assert set(task_states(dag_run).values()) == {"success"}, task_states(dag_run)
+    assert [xcom(dag_run, "doubled", map_index=i) for i in range(3)] == [2, 4, 6]
+    assert asked == ["fetch"], asked
+    assert JobsTransport(RayHook(jobs_conn)).list_pins("x_jobs_expand") == []
+
+
 class DataError(Exception):
     pass
 

@@ -126,6 +126,12 @@ class FakeTransport:
         self.released.extend(inputs)
         return sum(self.pins.pop(item.pin, _ABSENT) is not _ABSENT for item in inputs)
 
+    def fetch_and_release(self, inputs: list[Input]) -> list[Any]:
+        try:
+            return [self.fetch(item) for item in inputs]
+        finally:
+            self.release(inputs)
+
     def release_copied(self, inputs: list[Input]) -> None:
         if self._releases_copied:
             self.release(inputs)

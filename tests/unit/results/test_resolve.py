@@ -65,6 +65,14 @@ def test_materialize_restores_a_lost_value_first(clusters, checkpoints):
     checkpoints.values[reference.pin] = [1, 2]
     assert materialize(reference) == [1, 2]
     assert checkpoints.restored == [reference.pin]
+    assert cluster.asked_missing == [] and len(cluster.fetched) == 2  # the fetch said it was gone
+
+
+def test_materialize_asks_the_cluster_once(clusters, checkpoints):
+    clusters["c"] = cluster = FakeTransport("c")
+    reference = cluster.reference(producer(), value="v")
+    assert materialize(reference) == "v"
+    assert cluster.asked_missing == [] and len(cluster.fetched) == 1
 
 
 class _LosesOnFirstFetch(FakeTransport):

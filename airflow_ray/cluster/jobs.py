@@ -11,6 +11,9 @@ The worker follows the job's log: what the callable prints, then the answer reco
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
+import contextlib
 import hashlib
 import io
 import logging
@@ -18,15 +21,15 @@ import time
 import uuid
 import zipfile
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from functools import cache, cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from airflow_ray._remote.job_entry import PAYLOAD_NAME, parse_record, unescape
 from airflow_ray._remote.protocol import CallError, CallState, ErrorKind, PollReply, Returned
-from airflow_ray.cluster.jobs_api import JobsClient, JobsEndpoint, JobStatus, is_terminal
+from airflow_ray.cluster.jobs_api import AsyncJobsClient, JobsClient, JobsEndpoint, JobStatus, is_terminal
 from airflow_ray.cluster.transport import (
     Call,
     Input,
@@ -47,12 +50,15 @@ if TYPE_CHECKING:
     from airflow_ray.hooks.ray import RayHook
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 ENTRYPOINT_MODULE = "airflow_ray._remote.job_entry"
 POLL_INTERVAL = 0.25
 # The records that answer a task's job: its end, or why it could not run.
 ANSWERS = ("end", "infeasible", "unscheduled", "too_big")
 LOG_TAIL_LINES = 20
+# Seconds before a log stream that was refused or broke is opened again (the whole log is read meanwhile).
+STREAM_RETRY = 5.0
 # A job that cannot even start its entrypoint (a runtime_env that fails to build) ends on its own.
 _ANSWER_TIMEOUT = 600.0
 
@@ -71,12 +77,17 @@ class LogReader:
     tail: deque[str] = field(default_factory=lambda: deque(maxlen=LOG_TAIL_LINES))
     records: list[dict[str, Any]] = field(default_factory=list)
 
-    def feed(self, logs: str, final: bool = False) -> Iterator[str]:
-        """Output lines (with their newline) in the part of ``logs`` not seen yet."""
-        text, self.offset = self.partial + logs[self.offset :], len(logs)
-        *lines, self.partial = text.split("\n")
+    def feed(self, logs: str, final: bool = False) -> list[str]:
+        """Output lines (with their newline) in the part of the whole log ``logs`` not seen yet."""
+        return self.add(logs[self.offset :], final)
+
+    def add(self, text: str, final: bool = False) -> list[str]:
+        """Output lines (with their newline) in ``text``, the log's next characters."""
+        self.offset += len(text)
+        *lines, self.partial = (self.partial + text).split("\n")
         if final and self.partial:
             lines, self.partial = [*lines, self.partial], ""
+        output = []
         for line in lines:
             record = parse_record(line)
             if record is not None:
@@ -85,13 +96,99 @@ class LogReader:
                 continue
             if self.began:
                 line = unescape(line)
-                yield line + "\n"
+                output.append(line + "\n")
             self.tail.append(line)
+        return output
 
     def answer(self, *events: str) -> dict[str, Any] | None:
         """The first record of one of ``events`` (default: those that answer a task's job)."""
         wanted = events or ANSWERS
         return next((r for r in self.records if r["event"] in wanted), None)
+
+
+async def follow_log(
+    client: AsyncJobsClient,
+    submission_id: str,
+    reader: LogReader,
+    emit: Callable[[str], None],
+    poll_interval: float,
+) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+    """Follow a job until its entrypoint answers or the job ends: the answer record (``None``
+    when it ended without one) and the job's last info document (``None``: the job is gone).
+
+    Output lines go to ``emit`` as they arrive. The log comes over the dashboard's log stream
+    once the job runs (:meth:`~.AsyncJobsClient.log_stream`): each byte once, however long the
+    job prints. The whole log is read instead only while there is no stream (the job not started
+    yet, a dashboard or proxy that refuses it or breaks it at once: opened again after
+    :data:`STREAM_RETRY`; one that served longer is opened again at once), and once at the end
+    of a job that ended before answering (what the stream had not delivered yet). The job's status is read every ``poll_interval`` meanwhile,
+    for a job that ends without a word.
+    """
+    arrived: list[str] = []
+    wake = asyncio.Event()
+    stream: asyncio.Task[None] | None = None
+    retry_at = opened_at = 0.0
+    breaks = 0  # of the stream; the first is logged at INFO, the next ones at DEBUG
+    info: dict[str, Any] | None = None
+
+    async def pump(node_id: str, skip: int) -> None:
+        async for text in client.log_stream(submission_id, node_id, skip, poll_interval):
+            arrived.append(text)
+            wake.set()
+
+    def take() -> None:
+        texts = arrived[:]
+        arrived.clear()
+        wake.clear()
+        for text in texts:
+            for line in reader.add(text):
+                emit(line)
+
+    async def close() -> None:
+        if stream is not None:
+            stream.cancel()
+            await asyncio.gather(stream, return_exceptions=True)
+
+    try:
+        while True:
+            take()
+            record = reader.answer()
+            if record is not None:
+                return record, info
+            info = await client.info(submission_id)
+            final = is_terminal(info)
+            if stream is not None and stream.done():
+                take()
+                failure = None if stream.cancelled() else stream.exception()
+                (log.debug if breaks else log.info)(
+                    "The log stream of Ray job %s ended (%s): reading its whole log instead, and "
+                    "opening the stream again in %.0f s",
+                    submission_id,
+                    failure or "closed by the dashboard",
+                    STREAM_RETRY,
+                )
+                breaks += 1
+                # One that served a while (cut by a proxy's read timeout) is opened again at once;
+                # one refused or broken at once is left for a while.
+                lived = time.monotonic() - opened_at
+                stream, retry_at = None, time.monotonic() + (0.0 if lived > STREAM_RETRY else STREAM_RETRY)
+            node_id = (info or {}).get("driver_node_id")
+            if stream is None and not final and node_id and time.monotonic() >= retry_at:
+                stream, opened_at = asyncio.create_task(pump(str(node_id), reader.offset)), time.monotonic()
+            elif stream is None or final:
+                await close()
+                stream = None
+                arrived.clear()  # the whole log has it from reader.offset on
+                if info is not None:
+                    for line in reader.feed(await client.logs(submission_id), final=final):
+                        emit(line)
+                record = reader.answer()
+                if record is not None or final:
+                    return record, info
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(wake.wait(), poll_interval)
+    finally:
+        await close()
 
 
 def outcome(record: dict[str, Any], name: str, where: str, log: Any) -> Returned:
@@ -167,6 +264,17 @@ def ended_early(
         f"The Ray job {call.call_id} of task {call.name} {what}. The task fails; a retry submits "
         f"a new job. The end of the job's log:\n{lines}"
     )
+
+
+def run_coroutine(coroutine: Coroutine[Any, Any, T]) -> T:
+    """Run ``coroutine`` to its end from blocking code: on this thread, or on a thread of its
+    own when this one runs an event loop already (a notebook's)."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(coroutine)
+    with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="airflow-ray-follow") as pool:
+        return pool.submit(asyncio.run, coroutine).result()
 
 
 @cache
@@ -362,16 +470,18 @@ class JobsTransport(OwnedResults):
 
     def follow(self, call: Call, on_output: Callable[[str], None], log: Any) -> Returned:
         reader = LogReader()
-        while True:
-            info, final, lines = self._look(call.call_id, reader)
-            for line in lines:
-                on_output(line)
-            record = reader.answer()
-            if record is not None:
-                return self.answered(call, record, log)
-            if final:
-                raise ended_early(call, info, list(reader.tail), reader.records, self.hook.describe())
-            time.sleep(POLL_INTERVAL)
+
+        async def follow() -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+            client = AsyncJobsClient(self.endpoint)
+            try:
+                return await follow_log(client, call.call_id, reader, on_output, POLL_INTERVAL)
+            finally:
+                await client.close()
+
+        record, info = run_coroutine(follow())
+        if record is not None:
+            return self.answered(call, record, log)
+        raise ended_early(call, info, list(reader.tail), reader.records, self.hook.describe())
 
     def answered(self, call: Call, record: dict[str, Any], log: Any) -> Returned:
         """What the answer ``record`` of ``call`` (read by the triggerer) means; kept for :meth:`take`."""

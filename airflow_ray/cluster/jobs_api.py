@@ -14,6 +14,7 @@ import logging
 import random
 import ssl
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -378,6 +379,52 @@ class AsyncJobsClient(_Tries):
             self.endpoint, await self._call("GET", f"/api/jobs/{submission_id}/logs", what), what
         )
         return str(_json(self.endpoint, response, what).get("logs", ""))
+
+    async def log_stream(
+        self, submission_id: str, node_id: str, skip: int, interval: float
+    ) -> AsyncIterator[str]:
+        """The job's log as it grows, from its start less its first ``skip`` characters: the
+        dashboard follows the file on ``node_id`` (the job's ``driver_node_id``) and sends what
+        is appended, as ``ray logs job --follow`` does. Text as :meth:`logs` reads it (UTF-8,
+        newlines translated), so ``skip`` counts the same characters.
+
+        It does not end while the dashboard runs, even after the job: stop iterating to close it.
+
+        :raises RayConnectionError: the dashboard (or a proxy before it) refused the stream, or it
+            broke; the caller reads the whole log instead.
+        """
+        import codecs
+        import io
+
+        import httpx
+
+        what = f"following the log of job {submission_id}"
+        params = {
+            "submission_id": submission_id,
+            "node_id": node_id,
+            "lines": "-1",
+            "interval": str(interval),
+        }
+        # No read timeout: a job that prints nothing for an hour sends nothing for an hour.
+        timeout = httpx.Timeout(None, connect=CONNECT_TIMEOUT)
+        try:
+            async with self._http.stream(
+                "GET", "/api/v0/logs/stream", params=params, timeout=timeout
+            ) as response:
+                if response.status_code >= 400:
+                    await response.aread()
+                    _check(self.endpoint, response, what)
+                decoder = io.IncrementalNewlineDecoder(
+                    codecs.getincrementaldecoder("utf-8")(errors="replace"), translate=True
+                )
+                async for data in response.aiter_raw():
+                    text = decoder.decode(data)
+                    if skip:
+                        text, skip = text[skip:], max(0, skip - len(text))
+                    if text:
+                        yield text
+        except httpx.HTTPError as err:
+            raise _unreachable(self.endpoint, err, what) from err
 
     async def stop(self, submission_id: str) -> bool:
         what = f"stopping job {submission_id}"

@@ -1,12 +1,12 @@
 """``RayJobTrigger``: follows a Ray job from the triggerer, so that the worker slot is free.
 
-It polls the job's status and log through the Jobs API with non-blocking HTTP calls only, writes
-what the callable prints to the task's log, and fires once the job has answered or ended.
+It follows the job's log and status through the dashboard with non-blocking HTTP calls only
+(:func:`~airflow_ray.cluster.jobs.follow_log`), writes what the callable prints to the task's log,
+and fires once the job has answered or ended.
 """
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -63,7 +63,7 @@ class RayJobTrigger(BaseTrigger):
         return AsyncJobsClient(endpoint)
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
-        from airflow_ray.cluster.jobs import LogReader, is_terminal
+        from airflow_ray.cluster.jobs import LogReader, follow_log
         from airflow_ray.exceptions import AirflowRayError
         from airflow_ray.operators.lines import log_line
         from airflow_ray.triggers.events import FollowFailed, JobAnswered, JobEnded, Resume
@@ -76,20 +76,17 @@ class RayJobTrigger(BaseTrigger):
             yield TriggerEvent(FollowFailed(resume, str(err)).to_wire())
             return
         try:
-            while True:
-                info = await client.info(self.submission_id)
-                final = info is None or is_terminal(info)
-                for line in reader.feed(await client.logs(self.submission_id), final=final):
-                    log_line(self.log, line.rstrip("\n"))
-                record = reader.answer()
-                if record is not None:
-                    yield TriggerEvent(JobAnswered(resume, record).to_wire())
-                    return
-                if final:
-                    ended = JobEnded(resume, info, list(reader.tail), reader.records)
-                    yield TriggerEvent(ended.to_wire())
-                    return
-                await asyncio.sleep(self.poll_interval)
+            record, info = await follow_log(
+                client,
+                self.submission_id,
+                reader,
+                lambda line: log_line(self.log, line.rstrip("\n")),
+                self.poll_interval,
+            )
+            if record is not None:
+                yield TriggerEvent(JobAnswered(resume, record).to_wire())
+            else:
+                yield TriggerEvent(JobEnded(resume, info, list(reader.tail), reader.records).to_wire())
         except AirflowRayError as err:
             yield TriggerEvent(FollowFailed(resume, str(err)).to_wire())
         finally:

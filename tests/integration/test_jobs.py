@@ -8,8 +8,11 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import time
 from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pendulum
@@ -196,6 +199,60 @@ def test_output_that_looks_like_an_answer_is_shown_as_output_not_taken_as_one(jo
     out = capfd.readouterr().out
     assert imitation in out and "\\ and a line that starts with a backslash" in out
     assert "\\\\ and a line" not in out
+
+
+def dashboard_logs(cluster: Any) -> dict[Path, int]:
+    """The sizes of the embedded cluster's dashboard logs (the head's and its modules')."""
+    logs = Path(cluster.status().temp_dir) / "session_latest" / "logs"
+    return {path: path.stat().st_size for path in logs.glob("dashboard*.log")}
+
+
+def dashboard_lines(cluster: Any, since: dict[Path, int]) -> list[str]:
+    """The lines its dashboard logged after ``since`` (see :func:`dashboard_logs`)."""
+    lines = []
+    for path in dashboard_logs(cluster):
+        with path.open("rb") as log:
+            log.seek(since.get(path, 0))
+            lines += log.read().decode(errors="replace").splitlines()
+    return lines
+
+
+@pytest.mark.parametrize("deferrable", [False, True], ids=["worker", "triggerer"])
+def test_a_long_output_is_followed_over_the_log_stream_each_line_once(
+    jobs_conn, ray_cluster, deferrable: bool, capfd
+):
+    def chatty() -> str:
+        for i in range(120):
+            print(f"progress {i} of 120 " + "." * 1000, flush=True)
+            time.sleep(0.025)
+        return "done"
+
+    since = dashboard_logs(ray_cluster)
+    with DAG(f"x_jobs_stream_{deferrable}", schedule=None, start_date=START) as dag:
+        RayPythonOperator(
+            task_id="chatty",
+            python_callable=chatty,
+            ray_conn_id=jobs_conn,
+            deferrable=deferrable,
+            poll_interval=0.25,
+        )
+    dag_run = run_dag(dag)
+    assert task_states(dag_run) == {"chatty": "success"}
+    assert xcom(dag_run, "chatty") == "done"
+    shown = [int(n) for n in re.findall(r"progress (\d+) of 120 \.{1000}", capfd.readouterr().out)]
+    assert shown == list(range(120))  # each line once, in order
+    lines = dashboard_lines(ray_cluster, since)
+    (job,) = {m for line in lines for m in re.findall(r"'GET /api/jobs/(airflow-ray-[^/ ]+)/logs ", line)}
+    # The log was followed over the dashboard's stream ...
+    assert any("Streaming logs with options" in line and job in line for line in lines), lines[-50:]
+    # ... and the whole log (120 KB by the end) was read only before the callable printed: each
+    # read is a few KB of Ray's start-up lines.
+    sizes = [
+        int(size)
+        for line in lines
+        for size in re.findall(rf"'GET /api/jobs/{job}/logs HTTP/1.1' 200 (\d+) bytes", line)
+    ]
+    assert sizes and max(sizes) < 20_000, sizes
 
 
 def test_deferrable_tasks_run_in_the_triggerer_and_return_references(jobs_conn, capfd):

@@ -32,11 +32,12 @@ HOP_BY_HOP = {
 def app(upstream: str, prefix: str, header: tuple[str, str]) -> Any:
     import httpx
     from starlette.applications import Starlette
+    from starlette.background import BackgroundTask
     from starlette.requests import Request
-    from starlette.responses import PlainTextResponse, Response
+    from starlette.responses import PlainTextResponse, Response, StreamingResponse
     from starlette.routing import Route
 
-    client = httpx.AsyncClient(base_url=upstream, timeout=httpx.Timeout(60, connect=5))
+    client = httpx.AsyncClient(base_url=upstream, timeout=httpx.Timeout(None, connect=5))
 
     async def forward(request: Request) -> Response:
         name, value = header
@@ -46,18 +47,25 @@ def app(upstream: str, prefix: str, header: tuple[str, str]) -> Any:
         if not (path == prefix or path.startswith(prefix + "/")):
             return PlainTextResponse(f"proxy: nothing at {path}", status_code=404)
         headers = {k: v for k, v in request.headers.items() if k.lower() not in HOP_BY_HOP}
+        upstream_request = client.build_request(
+            request.method,
+            path[len(prefix) :] or "/",
+            params=request.query_params,
+            headers=headers,
+            content=await request.body(),
+        )
         try:
-            answer = await client.request(
-                request.method,
-                path[len(prefix) :] or "/",
-                params=request.query_params,
-                headers=headers,
-                content=await request.body(),
-            )
+            # Streamed through as it arrives, as an ingress does (a followed log never ends).
+            answer = await client.send(upstream_request, stream=True)
         except httpx.HTTPError as err:
             return PlainTextResponse(f"proxy: upstream {upstream} did not answer: {err!r}", status_code=502)
-        kept = {k: v for k, v in answer.headers.items() if k.lower() not in HOP_BY_HOP | {"content-encoding"}}
-        return Response(answer.content, status_code=answer.status_code, headers=kept)
+        kept = {k: v for k, v in answer.headers.items() if k.lower() not in HOP_BY_HOP}
+        return StreamingResponse(
+            answer.aiter_raw(),
+            status_code=answer.status_code,
+            headers=kept,
+            background=BackgroundTask(answer.aclose),
+        )
 
     methods = ["GET", "POST", "PUT", "DELETE", "HEAD"]
     return Starlette(routes=[Route("/{path:path}", forward, methods=methods)])

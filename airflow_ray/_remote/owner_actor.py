@@ -54,6 +54,8 @@ class _Call:
     started: bool = False  # the task sent its first event: it has a worker
     stop_reason: str | None = None  # why the owner cancelled it
     changed: asyncio.Event = field(default_factory=asyncio.Event)
+    next_output: int = 0  # the number of the output chunk to append next
+    early: dict[int, str] = field(default_factory=dict)  # chunks that came before their turn
 
 
 @dataclass
@@ -234,12 +236,20 @@ class OwnerActor:
                 del self._pins[key]
         self._pins[producer.pin_key] = _Pin(ref, producer, meta, created)
 
-    async def output(self, call_id: str, text: str) -> None:
-        """What the task of ``call_id`` printed or logged, sent while its callable runs."""
+    async def output(self, call_id: str, seq: int, text: str) -> None:
+        """Chunk ``seq`` (0, 1, ...) of what the task of ``call_id`` printed or logged, sent while
+        its callable runs. This actor runs the calls in no set order: a chunk that comes before
+        the ones numbered below it waits for them."""
         call = self._calls.get(call_id)
-        if call is not None and text:
-            call.output.append(text)
-            call.changed.set()
+        if call is None:
+            return
+        call.early[seq] = text
+        while call.next_output in call.early:
+            chunk = call.early.pop(call.next_output)
+            call.next_output += 1
+            if chunk:
+                call.output.append(chunk)
+        call.changed.set()
 
     async def poll(self, call_id: str, offset: int, timeout: float) -> dict[str, Any]:
         """A :class:`~.protocol.PollReply` (wire form): output chunks from ``offset`` on, waiting

@@ -41,6 +41,8 @@ FLUSH_INTERVAL = 0.2
 MIN_FLUSH_GAP = 0.01
 _MAX_CHUNK = 256 * 1024
 _READER_GRACE = 2.0
+_PRUNE_AT = 64  # output calls in flight before the sender forgets those that have run
+_UNSENT = object()
 
 
 class _Sink(queue.SimpleQueue[str]):
@@ -319,8 +321,9 @@ class _OutputSender(threading.Thread):
     """Sends captured output to the owner actor while the callable holds the task's own thread.
 
     A streaming task's items can only be yielded by the thread that runs the task, which is busy
-    with the callable; so output goes to ``owner.output.remote(call_id, text)`` from here, in
-    order (Ray keeps the order of one caller's calls to an actor).
+    with the callable; so output goes to ``owner.output.remote(call_id, seq, text)`` from here.
+    An async actor runs one caller's calls in no set order (two lines 10 ms apart were seen
+    swapped), so each chunk carries its number and the owner puts them back in order.
     """
 
     def __init__(
@@ -332,7 +335,8 @@ class _OutputSender(threading.Thread):
         self._wake = wake
         self._secrets = secrets
         self._done = threading.Event()
-        self._last: Any = None
+        self._sent = 0  # chunks sent: the number of the next one
+        self._pending: list[Any] = []  # refs of the calls not known to have run yet
 
     def run(self) -> None:
         # done is read before each wait and after it: finish() sets it, then wake, so the last
@@ -348,21 +352,30 @@ class _OutputSender(threading.Thread):
         text = _drain(self._sink, 0)
         while text:
             try:
-                self._last = self._owner.output.remote(self._call_id, masked(text, self._secrets))
+                ref = self._owner.output.remote(self._call_id, self._sent, masked(text, self._secrets))
             except Exception:  # noqa: BLE001 - output is best effort; the callable's result is not
-                pass
+                ref = _UNSENT
+            if ref is not _UNSENT:
+                self._sent += 1  # a number that was never sent would hold back all after it
+                if ref is not None:
+                    self._pending.append(ref)
             text = _drain(self._sink, 0)
+        if len(self._pending) >= _PRUNE_AT:
+            import ray
+
+            _, self._pending = ray.wait(self._pending, num_returns=len(self._pending), timeout=0)
 
     def finish(self, timeout: float = 30.0) -> None:
-        """Send what is left, and return once the owner has taken the last of it."""
+        """Send what is left, and return once the owner has taken all of it (so that what the
+        task yields after comes after it)."""
         self._done.set()
         self._wake.set()
         self.join()
-        if self._last is not None:
+        if self._pending:
             import ray
 
             try:
-                ray.get(self._last, timeout=timeout)
+                ray.get(self._pending, timeout=timeout)
             except Exception:  # noqa: BLE001 - as above: the result still goes back
                 pass
 

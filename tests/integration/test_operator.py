@@ -127,6 +127,24 @@ def test_output_streams_into_the_task_log_while_running(ray_cluster, capfd):
     assert "INFO user.code" not in out
 
 
+def fast_printer(lines: int) -> int:
+    for line in range(lines):
+        print(f"fast line {line}", flush=True)
+        time.sleep(0.005)
+    return lines
+
+
+def test_fast_output_reaches_the_task_log_in_the_order_it_was_printed(ray_cluster, capfd):
+    # Sent to the (async) owner actor chunk by chunk while the callable runs: Ray runs an async
+    # actor's calls in no set order, and the owner puts the chunks back in order.
+    with DAG("t_fast_output", schedule=None, start_date=START) as dag:
+        RayPythonOperator(task_id="printer", python_callable=fast_printer, op_args=[600])
+    dag_run = run_dag(dag)
+    assert task_states(dag_run) == {"printer": "success"}
+    shown = [int(n) for n in re.findall(r"\] fast line (\d+)\s", capfd.readouterr().out)]
+    assert shown == list(range(600))
+
+
 def installs_a_signal_handler() -> str:
     import signal
     import sys

@@ -29,8 +29,9 @@ class FakeOwner:
         self.texts: list[str] = []
         self.output = self
 
-    def remote(self, call_id: str, text: str) -> None:
+    def remote(self, call_id: str, seq: int, text: str) -> None:
         assert call_id == CALL_ID
+        assert seq == len(self.texts)  # numbered in the order sent
         self.texts.append(text)
 
 

@@ -253,3 +253,21 @@ def test_the_result_refs_are_taken_once_the_task_finished_without_polling():
         return await waiting
 
     assert asyncio.run(scenario()) == ["ref a", "ref b"]
+
+
+def test_output_chunks_that_run_out_of_order_are_shown_in_the_order_they_were_printed(actor):
+    # An async actor runs one caller's calls in no set order: chunk 2 may come before chunk 1.
+    from airflow_ray._remote.owner_actor import _Call
+
+    actor._calls["c"] = _Call(None, None)
+
+    async def send(order: list[int]) -> list[str]:
+        shown: list[str] = []
+        for seq in order:
+            await actor.output("c", seq, f"line {seq}\n")
+            reply = PollReply.from_wire(await actor.poll("c", len(shown), 0.0))
+            shown += reply.output
+        return shown
+
+    shown = asyncio.run(send([0, 2, 3, 1, 5, 4]))
+    assert shown == [f"line {i}\n" for i in range(6)]

@@ -57,8 +57,11 @@ POLL_INTERVAL = 0.25
 # The records that answer a task's job: its end, or why it could not run.
 ANSWERS = ("end", "infeasible", "unscheduled", "too_big")
 LOG_TAIL_LINES = 20
-# Seconds before a log stream that was refused or broke is opened again (the whole log is read meanwhile).
+# Seconds before a log tail that was refused or broke at once is opened again (the whole log is read meanwhile).
 STREAM_RETRY = 5.0
+# Characters of a job's log past which it is followed over the Jobs API's tail, not read whole at
+# each poll: a short log is read faster whole (Ray's tail is a second or two behind the file).
+TAIL_AFTER = 64 * 1024
 # A job that cannot even start its entrypoint (a runtime_env that fails to build) ends on its own.
 _ANSWER_TIMEOUT = 600.0
 
@@ -116,23 +119,26 @@ async def follow_log(
     """Follow a job until its entrypoint answers or the job ends: the answer record (``None``
     when it ended without one) and the job's last info document (``None``: the job is gone).
 
-    Output lines go to ``emit`` as they arrive. The log comes over the dashboard's log stream
-    once the job runs (:meth:`~.AsyncJobsClient.log_stream`): each byte once, however long the
-    job prints. The whole log is read instead only while there is no stream (the job not started
-    yet, a dashboard or proxy that refuses it or breaks it at once: opened again after
-    :data:`STREAM_RETRY`; one that served longer is opened again at once), and once at the end
-    of a job that ended before answering (what the stream had not delivered yet). The job's status is read every ``poll_interval`` meanwhile,
-    for a job that ends without a word.
+    Output lines go to ``emit`` as they arrive. A short log is read whole at each poll: the answer
+    is seen within ``poll_interval`` of being written. Once the log is longer than
+    :data:`TAIL_AFTER`, the rest comes over the Jobs API's tail
+    (:meth:`~.AsyncJobsClient.log_tail`), each byte once however long the job prints; Ray's tail
+    reads the file every second or two and ends seconds after the job, so once the job has ended,
+    the rest of the log (the answer, written just before) is read at once from the whole log: a
+    long log crosses the network about twice, not at every poll. A dashboard or proxy that
+    refuses the tail or breaks it at once leaves the log read whole at each poll, and the tail is
+    tried again after :data:`STREAM_RETRY` (one that served longer is opened again at once). The
+    job's status is read every ``poll_interval``.
     """
     arrived: list[str] = []
     wake = asyncio.Event()
     stream: asyncio.Task[None] | None = None
     retry_at = opened_at = 0.0
-    breaks = 0  # of the stream; the first is logged at INFO, the next ones at DEBUG
+    breaks = 0  # of the tail; the first is logged at INFO, the next ones at DEBUG
     info: dict[str, Any] | None = None
 
-    async def pump(node_id: str, skip: int) -> None:
-        async for text in client.log_stream(submission_id, node_id, skip, poll_interval):
+    async def pump(skip: int) -> None:
+        async for text in client.log_tail(submission_id, skip):
             arrived.append(text)
             wake.set()
 
@@ -160,21 +166,26 @@ async def follow_log(
             if stream is not None and stream.done():
                 take()
                 failure = None if stream.cancelled() else stream.exception()
+                if failure is None and final:
+                    # The tail ends once the job has ended and all its log is sent.
+                    for line in reader.add("", final=True):
+                        emit(line)
+                    return reader.answer(), info
                 (log.debug if breaks else log.info)(
-                    "The log stream of Ray job %s ended (%s): reading its whole log instead, and "
-                    "opening the stream again in %.0f s",
+                    "Following the log of Ray job %s over its tail failed (%s): reading its "
+                    "whole log instead, and opening the tail again in %.0f s",
                     submission_id,
-                    failure or "closed by the dashboard",
+                    failure or "closed while the job runs",
                     STREAM_RETRY,
                 )
                 breaks += 1
-                # One that served a while (cut by a proxy's read timeout) is opened again at once;
-                # one refused or broken at once is left for a while.
+                # A tail that served a while (cut by a proxy) is opened again at once; one refused
+                # or closed at once is left for a while.
                 lived = time.monotonic() - opened_at
                 stream, retry_at = None, time.monotonic() + (0.0 if lived > STREAM_RETRY else STREAM_RETRY)
-            node_id = (info or {}).get("driver_node_id")
-            if stream is None and not final and node_id and time.monotonic() >= retry_at:
-                stream, opened_at = asyncio.create_task(pump(str(node_id), reader.offset)), time.monotonic()
+            running = JobStatus.of(info or {}) is JobStatus.RUNNING
+            if stream is None and running and reader.offset >= TAIL_AFTER and time.monotonic() >= retry_at:
+                stream, opened_at = asyncio.create_task(pump(reader.offset)), time.monotonic()
             elif stream is None or final:
                 await close()
                 stream = None

@@ -380,50 +380,45 @@ class AsyncJobsClient(_Tries):
         )
         return str(_json(self.endpoint, response, what).get("logs", ""))
 
-    async def log_stream(
-        self, submission_id: str, node_id: str, skip: int, interval: float
-    ) -> AsyncIterator[str]:
-        """The job's log as it grows, from its start less its first ``skip`` characters: the
-        dashboard follows the file on ``node_id`` (the job's ``driver_node_id``) and sends what
-        is appended, as ``ray logs job --follow`` does. Text as :meth:`logs` reads it (UTF-8,
-        newlines translated), so ``skip`` counts the same characters.
+    async def log_tail(self, submission_id: str, skip: int) -> AsyncIterator[str]:
+        """The job's log as it grows, from its start less its first ``skip`` characters, over
+        the Jobs API's own tail (the websocket ``/api/jobs/<id>/logs/tail`` that
+        ``ray job logs --follow`` reads). Text as :meth:`logs` reads it, so ``skip`` counts the
+        same characters. It ends once the job has ended and all its log is sent.
 
-        It does not end while the dashboard runs, even after the job: stop iterating to close it.
-
-        :raises RayConnectionError: the dashboard (or a proxy before it) refused the stream, or it
-            broke; the caller reads the whole log instead.
+        :raises RayConnectionError: the dashboard (or a proxy before it) refused the websocket,
+            or it broke; the caller reads the whole log instead.
         """
-        import codecs
-        import io
-
-        import httpx
+        import aiohttp  # a dependency of ray[default], which the package requires
 
         what = f"following the log of job {submission_id}"
-        params = {
-            "submission_id": submission_id,
-            "node_id": node_id,
-            "lines": "-1",
-            "interval": str(interval),
-        }
-        # No read timeout: a job that prints nothing for an hour sends nothing for an hour.
-        timeout = httpx.Timeout(None, connect=CONNECT_TIMEOUT)
+        tls = self.endpoint.tls()
+        timeout = aiohttp.ClientTimeout(total=None, sock_connect=CONNECT_TIMEOUT)
         try:
-            async with self._http.stream(
-                "GET", "/api/v0/logs/stream", params=params, timeout=timeout
-            ) as response:
-                if response.status_code >= 400:
-                    await response.aread()
-                    _check(self.endpoint, response, what)
-                decoder = io.IncrementalNewlineDecoder(
-                    codecs.getincrementaldecoder("utf-8")(errors="replace"), translate=True
-                )
-                async for data in response.aiter_raw():
-                    text = decoder.decode(data)
+            async with (
+                aiohttp.ClientSession(headers=self.endpoint.headers(), timeout=timeout) as session,
+                session.ws_connect(
+                    f"{self.endpoint.url}/api/jobs/{submission_id}/logs/tail",
+                    ssl=tls if isinstance(tls, ssl.SSLContext) else bool(tls),
+                    # Pings keep a quiet job's websocket open through a proxy's read timeout.
+                    heartbeat=20.0,
+                ) as websocket,
+            ):
+                async for message in websocket:
+                    if message.type is aiohttp.WSMsgType.ERROR:
+                        raise RayConnectionError(f"{what} broke: {websocket.exception()!r}")
+                    if message.type is not aiohttp.WSMsgType.TEXT:
+                        continue
+                    text: str = message.data
                     if skip:
                         text, skip = text[skip:], max(0, skip - len(text))
                     if text:
                         yield text
-        except httpx.HTTPError as err:
+        except aiohttp.WSServerHandshakeError as err:
+            raise RayConnectionError(
+                f"The Ray Jobs API of {self.endpoint.where} answered {err.status} to {what}: {err.message}"
+            ) from err
+        except (aiohttp.ClientError, TimeoutError) as err:
             raise _unreachable(self.endpoint, err, what) from err
 
     async def stop(self, submission_id: str) -> bool:

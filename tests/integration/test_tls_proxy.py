@@ -9,6 +9,7 @@ the Jobs API transport, and it is restarted once while a deferred task is follow
 from __future__ import annotations
 
 import json
+import re
 import threading
 import time
 from collections.abc import Iterator
@@ -103,6 +104,31 @@ def test_tasks_run_through_the_proxy_and_hand_over_their_results(ingress: str, p
     # The task's "Ray job" link keeps the proxy's path.
     link = xcom(dag_run, "produce", key="ray_dashboard_url")
     assert link.startswith(f"https://localhost:{proxy.port}/ray/#/jobs/airflow-ray-"), link
+
+
+def test_a_long_output_is_followed_over_the_logs_tail_through_the_proxy(ingress: str, ray_cluster, capfd):
+    from tests.integration.test_jobs import dashboard_lines, dashboard_logs
+    from tests.integration.waiting import wait_until
+
+    def chatty() -> int:
+        for i in range(200):
+            print(f"through the proxy {i} " + "." * 1000, flush=True)
+            time.sleep(0.01)
+        return 200
+
+    since = dashboard_logs(ray_cluster)
+    with DAG("x_tls_tail", schedule=None, start_date=START) as dag:
+        RayPythonOperator(task_id="chatty", python_callable=chatty, ray_conn_id=ingress, poll_interval=0.25)
+    dag_run = run_dag(dag)
+    assert task_states(dag_run) == {"chatty": "success"}
+    shown = [int(n) for n in re.findall(r"through the proxy (\d+) \.{1000}", capfd.readouterr().out)]
+    assert shown == list(range(200))  # each line once, in order
+
+    def tail_through_the_proxy() -> list[str]:
+        return [line for line in dashboard_lines(ray_cluster, since) if "/logs/tail " in line]
+
+    # The proxy carried the websocket of the Jobs API's tail to the dashboard.
+    wait_until(tail_through_the_proxy, 60, "the log tail's websocket through the proxy", every=1.0)
 
 
 def test_a_deferred_task_is_followed_across_a_restart_of_the_proxy(

@@ -13,6 +13,7 @@ upstream does not answer, as nginx and oauth2-proxy do.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -35,7 +36,8 @@ def app(upstream: str, prefix: str, header: tuple[str, str]) -> Any:
     from starlette.background import BackgroundTask
     from starlette.requests import Request
     from starlette.responses import PlainTextResponse, Response, StreamingResponse
-    from starlette.routing import Route
+    from starlette.routing import Route, WebSocketRoute
+    from starlette.websockets import WebSocket
 
     client = httpx.AsyncClient(base_url=upstream, timeout=httpx.Timeout(None, connect=5))
 
@@ -67,8 +69,52 @@ def app(upstream: str, prefix: str, header: tuple[str, str]) -> Any:
             background=BackgroundTask(answer.aclose),
         )
 
+    async def forward_websocket(socket: WebSocket) -> None:
+        import asyncio
+
+        import aiohttp
+
+        name, value = header
+        path = socket.url.path
+        if socket.headers.get(name) != value or not path.startswith(prefix + "/"):
+            await socket.close(code=1008)  # refused at the handshake: the client sees a 403
+            return
+        headers = {k: v for k, v in socket.headers.items() if k.lower() in ("authorization",)}
+        url = upstream.replace("http", "ws", 1) + path[len(prefix) :]
+        async with aiohttp.ClientSession() as session:
+            try:
+                upstream_socket = await session.ws_connect(url, headers=headers)
+            except aiohttp.WSServerHandshakeError as err:
+                await socket.close(code=1011, reason=f"upstream answered {err.status}")
+                return
+            await socket.accept()
+
+            async def down() -> None:
+                async for message in upstream_socket:
+                    if message.type is aiohttp.WSMsgType.TEXT:
+                        await socket.send_text(message.data)
+
+            async def up() -> None:
+                while True:
+                    message = await socket.receive()
+                    if message["type"] == "websocket.disconnect":
+                        return
+
+            tasks = [asyncio.create_task(down()), asyncio.create_task(up())]
+            await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+            for task in tasks:
+                task.cancel()
+            await upstream_socket.close()
+            with contextlib.suppress(RuntimeError):
+                await socket.close()
+
     methods = ["GET", "POST", "PUT", "DELETE", "HEAD"]
-    return Starlette(routes=[Route("/{path:path}", forward, methods=methods)])
+    return Starlette(
+        routes=[
+            Route("/{path:path}", forward, methods=methods),
+            WebSocketRoute("/{path:path}", forward_websocket),
+        ]
+    )
 
 
 @dataclass

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 
-import httpx
 import pytest
 
 from airflow_ray._remote.job_entry import record
@@ -24,7 +23,6 @@ class FakeDashboard:
 
     def __init__(self, refuse_streams: int = 0) -> None:
         self.status = "PENDING"
-        self.node: str | None = None
         self.log = ""
         self.whole_reads = 0
         self.streams: list[int] = []  # the skip of each stream opened
@@ -32,16 +30,13 @@ class FakeDashboard:
         self.break_stream = False
 
     async def info(self, submission_id: str) -> dict:
-        return {"status": self.status, "driver_node_id": self.node}
+        return {"status": self.status}
 
     async def logs(self, submission_id: str) -> str:
         self.whole_reads += 1
         return self.log
 
-    async def log_stream(
-        self, submission_id: str, node_id: str, skip: int, interval: float
-    ) -> AsyncIterator[str]:
-        assert node_id == self.node
+    async def log_tail(self, submission_id: str, skip: int) -> AsyncIterator[str]:
         self.streams.append(skip)
         if len(self.streams) <= self.refuse_streams:
             raise RayConnectionError("The Ray Jobs API answered 404 to following the log")
@@ -49,13 +44,21 @@ class FakeDashboard:
         while True:
             if self.break_stream:
                 self.break_stream = False
-                raise RayConnectionError("the stream broke")
+                raise RayConnectionError("the tail broke")
             if len(self.log) > sent:
                 # In pieces that cut lines, as the dashboard's chunks do.
                 piece = self.log[sent : sent + 7]
                 sent += len(piece)
                 yield piece
+            elif self.status in ("SUCCEEDED", "FAILED", "STOPPED"):
+                return  # all sent, and the job has ended
             await asyncio.sleep(0.001)
+
+
+@pytest.fixture(autouse=True)
+def tail_at_once(monkeypatch):
+    """The tail follows the log from its first byte (a test of the switch sets its own)."""
+    monkeypatch.setattr(jobs, "TAIL_AFTER", 0)
 
 
 def follow(dashboard: FakeDashboard, script) -> tuple[dict | None, dict | None, list[str]]:
@@ -76,7 +79,7 @@ def test_a_running_job_is_read_over_the_stream_each_line_once():
 
     async def script():
         await asyncio.sleep(0.05)  # pending: the whole log is read, and is empty
-        dashboard.status, dashboard.node = "RUNNING", "node-1"
+        dashboard.status = "RUNNING"
         dashboard.log += "Ray's start-up line\n" + BEGIN
         for i in range(50):
             dashboard.log += f"line {i}\n"
@@ -92,12 +95,37 @@ def test_a_running_job_is_read_over_the_stream_each_line_once():
     assert dashboard.streams == [0]
 
 
+def test_a_short_log_is_read_whole_and_a_long_one_over_the_tail_from_where_it_got(monkeypatch):
+    monkeypatch.setattr(jobs, "TAIL_AFTER", 100)
+    dashboard = FakeDashboard()
+
+    async def script():
+        dashboard.status = "RUNNING"
+        dashboard.log += BEGIN + "short\n"
+        await asyncio.sleep(0.05)
+        assert dashboard.streams == [] and dashboard.whole_reads > 1  # read whole, poll after poll
+        dashboard.log += "".join(f"long line {i:03}\n" for i in range(20))
+        await asyncio.sleep(0.05)
+        reads = dashboard.whole_reads
+        dashboard.log += "".join(f"more {i}\n" for i in range(20))
+        await asyncio.sleep(0.05)
+        assert dashboard.whole_reads == reads  # the tail brings the rest
+        dashboard.log += END
+
+    answer, _, shown = follow(dashboard, script)
+    assert answer is not None
+    assert shown == ["short\n"] + [f"long line {i:03}\n" for i in range(20)] + [
+        f"more {i}\n" for i in range(20)
+    ]
+    assert len(dashboard.streams) == 1 and dashboard.streams[0] >= 100
+
+
 def test_a_refused_stream_falls_back_to_the_whole_log_and_is_tried_again(monkeypatch):
     monkeypatch.setattr(jobs, "STREAM_RETRY", 0.05)
     dashboard = FakeDashboard(refuse_streams=1)
 
     async def script():
-        dashboard.status, dashboard.node = "RUNNING", "node-1"
+        dashboard.status = "RUNNING"
         dashboard.log += BEGIN + "first\n"
         await asyncio.sleep(0.03)  # refused; the whole log is read meanwhile
         dashboard.log += "second\n"
@@ -116,7 +144,7 @@ def test_a_stream_that_breaks_is_opened_again_where_it_stopped(monkeypatch):
     dashboard = FakeDashboard()
 
     async def script():
-        dashboard.status, dashboard.node = "RUNNING", "node-1"
+        dashboard.status = "RUNNING"
         dashboard.log += BEGIN + "".join(f"before {i}\n" for i in range(5))
         await asyncio.sleep(0.05)
         reads = dashboard.whole_reads
@@ -137,15 +165,15 @@ def test_a_job_that_ends_without_an_answer_gives_its_info_and_every_line():
     dashboard = FakeDashboard()
 
     async def script():
-        dashboard.status, dashboard.node = "RUNNING", "node-1"
+        dashboard.status = "RUNNING"
         dashboard.log += BEGIN + "working\n"
         await asyncio.sleep(0.05)
-        # Killed: its last words and its end at once, before the stream delivers them.
+        # Killed: its last words and its end at once, before the tail delivers them.
         dashboard.log += "Killed\nno newline at the end"
         dashboard.status = "FAILED"
 
     answer, info, shown = follow(dashboard, script)
-    assert answer is None and info == {"status": "FAILED", "driver_node_id": "node-1"}
+    assert answer is None and info == {"status": "FAILED"}
     assert shown == ["working\n", "Killed\n", "no newline at the end\n"]
 
 
@@ -164,62 +192,66 @@ def test_a_job_that_is_gone_ends_the_follow_without_reading_its_log():
     assert (answer, info, shown, dashboard.whole_reads) == (None, None, [], 0)
 
 
-ENDPOINT = JobsEndpoint("http://ray.example.com:8265", "connection 'ray_jobs'", "token")
+@pytest.fixture
+def tail_server():
+    """A dashboard's ``/api/jobs/<id>/logs/tail`` websocket under a path, on 127.0.0.1, that
+    sends what the test gives it and says which headers it got."""
+    from aiohttp import web
+
+    got: dict = {}
+
+    async def tail(request: web.Request) -> web.StreamResponse:
+        got["headers"] = dict(request.headers)
+        if request.match_info["job"] == "gone":
+            return web.Response(status=404, text="Job gone does not exist")
+        socket = web.WebSocketResponse()
+        await socket.prepare(request)
+        for chunk in got["chunks"]:
+            await socket.send_str(chunk)
+        await socket.close()  # the job has ended: all of its log is sent
+        return socket
+
+    app = web.Application()
+    app.router.add_get("/ray/api/jobs/{job}/logs/tail", tail)
+
+    async def start() -> tuple[web.AppRunner, int]:
+        runner = web.AppRunner(app)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        return runner, site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+
+    got["start"] = start
+    return got
+
+
+def tail_of(server: dict, job: str, skip: int) -> str:
+    async def run() -> str:
+        runner, port = await server["start"]()
+        endpoint = JobsEndpoint(
+            f"http://127.0.0.1:{port}/ray", "connection 'ray_jobs'", "token", extra_headers={"X-Proxy": "p"}
+        )
+        client = AsyncJobsClient(endpoint)
+        try:
+            return "".join([text async for text in client.log_tail(job, skip)])
+        finally:
+            await client.close()
+            await runner.cleanup()
+
+    return asyncio.run(run())
 
 
 @pytest.mark.parametrize("skip", [0, 3, 9, 40])
-def test_the_stream_skips_what_was_read_and_reads_text_as_the_whole_log_does(skip):
-    # Bytes cut inside a UTF-8 character and between \r and \n: the same text as Ray's
-    # /api/jobs/<id>/logs (a file opened as text: UTF-8, newlines translated).
-    raw = "héllo\r\nwörld\rend\n".encode()
-    chunks = [raw[:2], raw[2:6], raw[6:7], raw[7:15], raw[15:]]
-    seen: list[httpx.Request] = []
-
-    async def body() -> AsyncIterator[bytes]:
-        for chunk in chunks:
-            yield chunk
-
-    def handler(request: httpx.Request) -> httpx.Response:
-        seen.append(request)
-        return httpx.Response(200, content=body())
-
-    async def run() -> str:
-        client = AsyncJobsClient(ENDPOINT)
-        client._http = httpx.AsyncClient(
-            base_url=ENDPOINT.url, headers=ENDPOINT.headers(), transport=httpx.MockTransport(handler)
-        )
-        try:
-            return "".join([text async for text in client.log_stream("job-1", "node-1", skip, 0.5)])
-        finally:
-            await client.close()
-
-    whole = raw.decode().replace("\r\n", "\n").replace("\r", "\n")
-    assert asyncio.run(run()) == whole[skip:]
-    (request,) = seen
-    assert request.url.path == "/api/v0/logs/stream"
-    assert dict(request.url.params) == {
-        "submission_id": "job-1",
-        "node_id": "node-1",
-        "lines": "-1",
-        "interval": "0.5",
-    }
-    assert request.headers["Authorization"] == "Bearer token"
+def test_the_tail_skips_what_was_read_and_ends_with_the_job(tail_server, skip):
+    tail_server["chunks"] = ["héllo\nwö", "rld\n", "end\nno newline"]
+    whole = "".join(tail_server["chunks"])
+    assert tail_of(tail_server, "job-1", skip) == whole[skip:]
+    assert tail_server["headers"]["Authorization"] == "Bearer token"
+    assert tail_server["headers"]["X-Proxy"] == "p"
 
 
-def test_a_refused_stream_raises_the_error_that_names_the_connection():
-    def handler(request: httpx.Request) -> httpx.Response:
-        return httpx.Response(404, text="404: Not Found")
-
-    async def run() -> None:
-        client = AsyncJobsClient(ENDPOINT)
-        client._http = httpx.AsyncClient(base_url=ENDPOINT.url, transport=httpx.MockTransport(handler))
-        try:
-            async for _ in client.log_stream("job-1", "node-1", 0, 0.5):
-                pass
-        finally:
-            await client.close()
-
+def test_a_refused_tail_raises_the_error_that_names_the_connection(tail_server):
     with pytest.raises(
-        RayConnectionError, match=r"connection 'ray_jobs' answered 404 to following the log of job job-1"
+        RayConnectionError, match=r"connection 'ray_jobs' answered 404 to following the log of job gone"
     ):
-        asyncio.run(run())
+        tail_of(tail_server, "gone", 0)

@@ -58,7 +58,7 @@ POLL_INTERVAL = 0.25
 ANSWERS = ("end", "infeasible", "unscheduled", "too_big")
 LOG_TAIL_LINES = 20
 # Seconds before a log tail that was refused or broke at once is opened again (the whole log is read meanwhile).
-STREAM_RETRY = 5.0
+TAIL_RETRY = 5.0
 # Characters of a job's log past which it is followed over the Jobs API's tail, not read whole at
 # each poll: a short log is read faster whole (Ray's tail is a second or two behind the file).
 TAIL_AFTER = 64 * 1024
@@ -127,12 +127,12 @@ async def follow_log(
     the rest of the log (the answer, written just before) is read at once from the whole log: a
     long log crosses the network about twice, not at every poll. A dashboard or proxy that
     refuses the tail or breaks it at once leaves the log read whole at each poll, and the tail is
-    tried again after :data:`STREAM_RETRY` (one that served longer is opened again at once). The
+    tried again after :data:`TAIL_RETRY` (one that served longer is opened again at once). The
     job's status is read every ``poll_interval``.
     """
     arrived: list[str] = []
     wake = asyncio.Event()
-    stream: asyncio.Task[None] | None = None
+    tail: asyncio.Task[None] | None = None
     retry_at = opened_at = 0.0
     breaks = 0  # of the tail; the first is logged at INFO, the next ones at DEBUG
     info: dict[str, Any] | None = None
@@ -151,9 +151,9 @@ async def follow_log(
                 emit(line)
 
     async def close() -> None:
-        if stream is not None:
-            stream.cancel()
-            await asyncio.gather(stream, return_exceptions=True)
+        if tail is not None:
+            tail.cancel()
+            await asyncio.gather(tail, return_exceptions=True)
 
     try:
         while True:
@@ -163,9 +163,9 @@ async def follow_log(
                 return record, info
             info = await client.info(submission_id)
             final = is_terminal(info)
-            if stream is not None and stream.done():
+            if tail is not None and tail.done():
                 take()
-                failure = None if stream.cancelled() else stream.exception()
+                failure = None if tail.cancelled() else tail.exception()
                 if failure is None and final:
                     # The tail ends once the job has ended and all its log is sent.
                     for line in reader.add("", final=True):
@@ -176,19 +176,19 @@ async def follow_log(
                     "whole log instead, and opening the tail again in %.0f s",
                     submission_id,
                     failure or "closed while the job runs",
-                    STREAM_RETRY,
+                    TAIL_RETRY,
                 )
                 breaks += 1
                 # A tail that served a while (cut by a proxy) is opened again at once; one refused
                 # or closed at once is left for a while.
                 lived = time.monotonic() - opened_at
-                stream, retry_at = None, time.monotonic() + (0.0 if lived > STREAM_RETRY else STREAM_RETRY)
+                tail, retry_at = None, time.monotonic() + (0.0 if lived > TAIL_RETRY else TAIL_RETRY)
             running = JobStatus.of(info or {}) is JobStatus.RUNNING
-            if stream is None and running and reader.offset >= TAIL_AFTER and time.monotonic() >= retry_at:
-                stream, opened_at = asyncio.create_task(pump(reader.offset)), time.monotonic()
-            elif stream is None or final:
+            if tail is None and running and reader.offset >= TAIL_AFTER and time.monotonic() >= retry_at:
+                tail, opened_at = asyncio.create_task(pump(reader.offset)), time.monotonic()
+            elif tail is None or final:
                 await close()
-                stream = None
+                tail = None
                 arrived.clear()  # the whole log has it from reader.offset on
                 if info is not None:
                     for line in reader.feed(await client.logs(submission_id), final=final):

@@ -219,7 +219,7 @@ def dashboard_lines(cluster: Any, since: dict[Path, int]) -> list[str]:
 
 
 @pytest.mark.parametrize("deferrable", [False, True], ids=["worker", "triggerer"])
-def test_a_long_output_is_followed_over_the_log_stream_each_line_once(
+def test_a_long_output_is_followed_over_the_logs_tail_each_line_once(
     jobs_conn, ray_cluster, deferrable: bool, capfd
 ):
     def chatty() -> str:
@@ -229,7 +229,7 @@ def test_a_long_output_is_followed_over_the_log_stream_each_line_once(
         return "done"
 
     since = dashboard_logs(ray_cluster)
-    with DAG(f"x_jobs_stream_{deferrable}", schedule=None, start_date=START) as dag:
+    with DAG(f"x_jobs_tail_{deferrable}", schedule=None, start_date=START) as dag:
         RayPythonOperator(
             task_id="chatty",
             python_callable=chatty,

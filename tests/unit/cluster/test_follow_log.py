@@ -1,5 +1,5 @@
-"""How a job's log is followed (``follow_log``), against a fake dashboard: over the log stream
-once the job runs, each line once, and the whole log only when there is no stream."""
+"""How a job's log is followed (``follow_log``), against a fake dashboard: over the Jobs API's
+tail once it is long, each line once, and the whole log read only when needed."""
 
 from __future__ import annotations
 
@@ -21,13 +21,13 @@ END = record("end", reply={"state": "done"}) + "\n"
 class FakeDashboard:
     """A job's status and its log file, which a test appends to while ``follow_log`` reads."""
 
-    def __init__(self, refuse_streams: int = 0) -> None:
+    def __init__(self, refuse_tails: int = 0) -> None:
         self.status = "PENDING"
         self.log = ""
         self.whole_reads = 0
-        self.streams: list[int] = []  # the skip of each stream opened
-        self.refuse_streams = refuse_streams
-        self.break_stream = False
+        self.tails: list[int] = []  # the skip of each tail opened
+        self.refuse_tails = refuse_tails
+        self.break_tail = False
 
     async def info(self, submission_id: str) -> dict:
         return {"status": self.status}
@@ -37,13 +37,13 @@ class FakeDashboard:
         return self.log
 
     async def log_tail(self, submission_id: str, skip: int) -> AsyncIterator[str]:
-        self.streams.append(skip)
-        if len(self.streams) <= self.refuse_streams:
+        self.tails.append(skip)
+        if len(self.tails) <= self.refuse_tails:
             raise RayConnectionError("The Ray Jobs API answered 404 to following the log")
         sent = skip
         while True:
-            if self.break_stream:
-                self.break_stream = False
+            if self.break_tail:
+                self.break_tail = False
                 raise RayConnectionError("the tail broke")
             if len(self.log) > sent:
                 # In pieces that cut lines, as the dashboard's chunks do.
@@ -74,7 +74,7 @@ def follow(dashboard: FakeDashboard, script) -> tuple[dict | None, dict | None, 
     return record_, info, shown
 
 
-def test_a_running_job_is_read_over_the_stream_each_line_once():
+def test_a_running_job_is_read_over_the_tail_each_line_once():
     dashboard = FakeDashboard()
 
     async def script():
@@ -87,12 +87,12 @@ def test_a_running_job_is_read_over_the_stream_each_line_once():
         reads = dashboard.whole_reads
         dashboard.log += END
         await asyncio.sleep(0.05)
-        assert dashboard.whole_reads == reads  # nothing read twice while the stream runs
+        assert dashboard.whole_reads == reads  # nothing read whole while the tail runs
 
     answer, _, shown = follow(dashboard, script)
     assert answer == {"event": "end", "reply": {"state": "done"}}
     assert shown == [f"line {i}\n" for i in range(50)]
-    assert dashboard.streams == [0]
+    assert dashboard.tails == [0]
 
 
 def test_a_short_log_is_read_whole_and_a_long_one_over_the_tail_from_where_it_got(monkeypatch):
@@ -103,7 +103,7 @@ def test_a_short_log_is_read_whole_and_a_long_one_over_the_tail_from_where_it_go
         dashboard.status = "RUNNING"
         dashboard.log += BEGIN + "short\n"
         await asyncio.sleep(0.05)
-        assert dashboard.streams == [] and dashboard.whole_reads > 1  # read whole, poll after poll
+        assert dashboard.tails == [] and dashboard.whole_reads > 1  # read whole, poll after poll
         dashboard.log += "".join(f"long line {i:03}\n" for i in range(20))
         await asyncio.sleep(0.05)
         reads = dashboard.whole_reads
@@ -117,30 +117,30 @@ def test_a_short_log_is_read_whole_and_a_long_one_over_the_tail_from_where_it_go
     assert shown == ["short\n"] + [f"long line {i:03}\n" for i in range(20)] + [
         f"more {i}\n" for i in range(20)
     ]
-    assert len(dashboard.streams) == 1 and dashboard.streams[0] >= 100
+    assert len(dashboard.tails) == 1 and dashboard.tails[0] >= 100
 
 
-def test_a_refused_stream_falls_back_to_the_whole_log_and_is_tried_again(monkeypatch):
-    monkeypatch.setattr(jobs, "STREAM_RETRY", 0.05)
-    dashboard = FakeDashboard(refuse_streams=1)
+def test_a_refused_tail_falls_back_to_the_whole_log_and_is_tried_again(monkeypatch):
+    monkeypatch.setattr(jobs, "TAIL_RETRY", 0.05)
+    dashboard = FakeDashboard(refuse_tails=1)
 
     async def script():
         dashboard.status = "RUNNING"
         dashboard.log += BEGIN + "first\n"
         await asyncio.sleep(0.03)  # refused; the whole log is read meanwhile
         dashboard.log += "second\n"
-        await asyncio.sleep(0.15)  # the second stream starts where the whole log ended
+        await asyncio.sleep(0.15)  # the second tail starts where the whole log ended
         dashboard.log += "third\n" + END
 
     answer, _, shown = follow(dashboard, script)
     assert answer is not None and answer["event"] == "end"
     assert shown == ["first\n", "second\n", "third\n"]
     assert dashboard.whole_reads >= 1
-    assert len(dashboard.streams) == 2 and dashboard.streams[1] > 0
+    assert len(dashboard.tails) == 2 and dashboard.tails[1] > 0
 
 
-def test_a_stream_that_breaks_is_opened_again_where_it_stopped(monkeypatch):
-    monkeypatch.setattr(jobs, "STREAM_RETRY", 0.02)
+def test_a_tail_that_breaks_is_opened_again_where_it_stopped(monkeypatch):
+    monkeypatch.setattr(jobs, "TAIL_RETRY", 0.02)
     dashboard = FakeDashboard()
 
     async def script():
@@ -148,7 +148,7 @@ def test_a_stream_that_breaks_is_opened_again_where_it_stopped(monkeypatch):
         dashboard.log += BEGIN + "".join(f"before {i}\n" for i in range(5))
         await asyncio.sleep(0.05)
         reads = dashboard.whole_reads
-        dashboard.break_stream = True  # after serving longer than STREAM_RETRY: a proxy's timeout
+        dashboard.break_tail = True  # after serving longer than TAIL_RETRY: a proxy's timeout
         await asyncio.sleep(0.01)
         dashboard.log += "".join(f"after {i}\n" for i in range(5))
         await asyncio.sleep(0.1)
@@ -158,7 +158,7 @@ def test_a_stream_that_breaks_is_opened_again_where_it_stopped(monkeypatch):
     answer, _, shown = follow(dashboard, script)
     assert answer is not None
     assert shown == [f"before {i}\n" for i in range(5)] + [f"after {i}\n" for i in range(5)]
-    assert len(dashboard.streams) >= 2 and dashboard.streams[-1] > 0
+    assert len(dashboard.tails) >= 2 and dashboard.tails[-1] > 0
 
 
 def test_a_job_that_ends_without_an_answer_gives_its_info_and_every_line():

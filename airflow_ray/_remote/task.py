@@ -42,7 +42,6 @@ MIN_FLUSH_GAP = 0.01
 _MAX_CHUNK = 256 * 1024
 _READER_GRACE = 2.0
 _PRUNE_AT = 64  # output calls in flight before the sender forgets those that have run
-_UNSENT = object()
 
 
 class _Sink(queue.SimpleQueue[str]):
@@ -354,8 +353,8 @@ class _OutputSender(threading.Thread):
             try:
                 ref = self._owner.output.remote(self._call_id, self._sent, masked(text, self._secrets))
             except Exception:  # noqa: BLE001 - output is best effort; the callable's result is not
-                ref = _UNSENT
-            if ref is not _UNSENT:
+                pass
+            else:
                 self._sent += 1  # a number that was never sent would hold back all after it
                 if ref is not None:
                     self._pending.append(ref)

@@ -11,8 +11,6 @@ import os
 import re
 import time
 from collections.abc import Iterator
-from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pendulum
@@ -22,6 +20,7 @@ from airflow.sdk import DAG, task
 from airflow_ray import RayPythonOperator
 from airflow_ray.exceptions import RayConnectionError
 from tests.integration.dagrun import run_dag, task_states, with_peak_growth, xcom, xcom_row
+from tests.integration.dashboard_log import dashboard_lines, dashboard_logs
 from tests.integration.waiting import wait_until
 
 pytestmark = pytest.mark.integration
@@ -200,22 +199,6 @@ def test_output_that_looks_like_an_answer_is_shown_as_output_not_taken_as_one(jo
     out = capfd.readouterr().out
     assert imitation in out and "\\ and a line that starts with a backslash" in out
     assert "\\\\ and a line" not in out
-
-
-def dashboard_logs(cluster: Any) -> dict[Path, int]:
-    """The sizes of the embedded cluster's dashboard logs (the head's and its modules')."""
-    logs = Path(cluster.status().temp_dir) / "session_latest" / "logs"
-    return {path: path.stat().st_size for path in logs.glob("dashboard*.log")}
-
-
-def dashboard_lines(cluster: Any, since: dict[Path, int]) -> list[str]:
-    """The lines its dashboard logged after ``since`` (see :func:`dashboard_logs`)."""
-    lines = []
-    for path in dashboard_logs(cluster):
-        with path.open("rb") as log:
-            log.seek(since.get(path, 0))
-            lines += log.read().decode(errors="replace").splitlines()
-    return lines
 
 
 @pytest.mark.parametrize("deferrable", [False, True], ids=["worker", "triggerer"])

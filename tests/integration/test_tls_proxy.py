@@ -107,7 +107,7 @@ def test_tasks_run_through_the_proxy_and_hand_over_their_results(ingress: str, p
 
 
 def test_a_long_output_is_followed_over_the_logs_tail_through_the_proxy(ingress: str, ray_cluster, capfd):
-    from tests.integration.test_jobs import dashboard_lines, dashboard_logs
+    from tests.integration.dashboard_log import dashboard_lines, dashboard_logs
     from tests.integration.waiting import wait_until
 
     def chatty() -> int:
